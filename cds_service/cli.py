@@ -1,0 +1,107 @@
+"""The ``trialscreen`` command: ``screen`` records from files (and, from the service modules, ``serve``,
+``demo``, ``fixtures upload``).
+
+``now()`` is read here, at the edge, and nowhere deeper: every rule takes the evaluation time as input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from cds_service.config import Settings, load_knowledge
+from cds_service.criteria.registry import check_registry
+from cds_service.errors import ConfigurationError, InputError
+from cds_service.gather.bundles import records_from_paths
+from cds_service.pipeline import Screening, screen
+
+__all__ = ["main"]
+
+_MARK = {"met": "[x]", "not-met": "[ ]", "unknown": "[?]"}
+
+
+def _parse_at(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--at: not an ISO 8601 date/time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def format_text(s: Screening) -> str:
+    """A checklist a research coordinator can read."""
+    lines = [f"{s.patient}  {s.status.upper()}  ({s.trial}, evaluated {s.evaluated_at.isoformat()})"]
+    for c in s.criteria:
+        mark = _MARK[c.result.value]
+        if c.kind == "exclusion":  # for exclusions "met" is the bad outcome: show it as blocking
+            mark = {"met": "[!]", "not-met": "[x]", "unknown": "[?]"}[c.result.value]
+        lines.append(f"  {mark} {c.id:<5} {c.result.value:<8} {c.reason}")
+        for e in c.evidence:
+            bits = [e.reference] + [str(b) for b in (e.value, e.unit, e.date) if b is not None]
+            lines.append(f"              - {' '.join(bits)}")
+    for p in s.problems:
+        lines.append(f"  data problem: {p.reference}: {p.message}")
+    for kind, why in s.not_retrieved.items():
+        lines.append(f"  not retrieved: {kind}: {why}")
+    return "\n".join(lines)
+
+
+def _cmd_screen(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    knowledge = load_knowledge(settings)
+    check_registry(knowledge.rules)
+    at = args.at
+    status = 0
+    out = sys.stdout
+    for item in records_from_paths([Path(p) for p in args.paths]):
+        if isinstance(item, InputError):
+            print(f"trialscreen: {item}", file=sys.stderr)
+            status = 2
+            continue
+        result = screen(item, at, knowledge)
+        if args.format == "json":
+            out.write(orjson.dumps(result.to_json()).decode() + "\n")
+        else:
+            out.write(format_text(result) + "\n\n")
+    out.flush()
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trialscreen", description="Screen patients for NCT06880354.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("screen", help="screen FHIR bundles / NDJSON files / folders of them")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--at", type=_parse_at, default=None, help="evaluation time, ISO 8601 (default: now)")
+    p.add_argument("--format", choices=("json", "text"), default="text")
+    p.set_defaults(func=_cmd_screen)
+    try:  # the service commands live with the service; the engine works without them
+        from cds_service.hooks.commands import add_service_commands
+    except ImportError:
+        pass
+    else:
+        add_service_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "at", None) is None and args.command == "screen":
+        args.at = datetime.now(UTC)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigurationError as exc:
+        print(f"trialscreen: configuration error: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""Settings, read once from ``TRIALSCREEN_*`` environment variables into a frozen dataclass.
+
+Every setting has a documented default (README, "Configuration"). Tests pass a dict of overrides instead of
+touching the environment. ``Knowledge`` bundles what the engine loads at start-up (code tables and trial
+rules), validated then, so a bad table stops the service before it answers anyone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from cds_service.errors import ConfigurationError
+from cds_service.facts.codes import CodeTables, default_mappings_dir, load_code_tables
+from cds_service.rules import TrialRules, load_trial_rules
+
+__all__ = ["Settings", "Knowledge", "load_knowledge", "default_knowledge"]
+
+PREFIX = "TRIALSCREEN_"
+
+
+def _bool(text: str) -> bool:
+    v = text.strip().lower()
+    if v in {"1", "true", "yes", "on"}:
+        return True
+    if v in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of TrialScreen's settings. Environment variable = ``TRIALSCREEN_`` + the field name upper-cased."""
+
+    # Engine
+    mappings_dir: Path = field(default_factory=default_mappings_dir)
+    site_tables: Path | None = None
+    rules_override: Path | None = None
+    # Service
+    public_url: str = ""  # this service's external base URL (links, JWT audience); empty = from the request
+    fhir_allowlist: tuple[str, ...] = ()
+    fhir_deadline_seconds: float = 3.0
+    fhir_max_pages: int = 20
+    fhir_page_size: int = 200
+    explain_ineligibility: bool = False
+    report_ttl_hours: float = 24.0
+    max_body_bytes: int = 20 * 1024 * 1024
+    database_url: str = ""  # empty = SQLite file under state_dir
+    state_dir: Path = field(default_factory=lambda: Path("var"))
+    auth_required: bool = True
+    trusted_clients: Path | None = None
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from the environment (or ``environ``), then apply keyword overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            try:
+                values[f.name] = _coerce(f.type, raw)
+            except ValueError as exc:
+                raise ConfigurationError(f"{PREFIX}{f.name.upper()}: {exc}") from exc
+        settings = cls(**values)
+        return replace(settings, **overrides) if overrides else settings
+
+
+def _coerce(kind: Any, raw: str) -> Any:
+    kind = str(kind)
+    if "tuple" in kind:
+        return _list(raw)
+    if "bool" in kind:
+        return _bool(raw)
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("float"):
+        return float(raw)
+    if "Path" in kind:
+        return Path(raw) if raw.strip() else None
+    return raw
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """What the engine knows about the trial: its code tables and its rules."""
+
+    tables: CodeTables
+    rules: TrialRules
+
+
+def load_knowledge(settings: Settings) -> Knowledge:
+    """Load and validate code tables and trial rules (raises ConfigurationError naming the bad file)."""
+    tables = load_code_tables(settings.mappings_dir, settings.site_tables)
+    rules = load_trial_rules(settings.mappings_dir, settings.rules_override)
+    return Knowledge(tables, rules)
+
+
+@lru_cache(maxsize=1)
+def default_knowledge() -> Knowledge:
+    """Knowledge from the environment's settings, loaded once per process."""
+    return load_knowledge(Settings.from_env())

@@ -1,0 +1,318 @@
+"""``Facts``: a patient's record normalised and indexed once, for every criterion to query.
+
+Each usable resource becomes a fact (``facts.clinical``, ``facts.medications``) and is filed under every value
+set its codes belong to, so a criterion's question ("ALT results in the last 28 days") is a dict lookup, not
+a scan of the record. The helpers here answer the questions criteria share: which results are recent enough,
+a value in the analyte's canonical unit, the upper limit of normal from the same Observation, whether a
+qualitative result is positive, and whether a kind of data is missing or unreadable (which turns
+"none recorded" into UNKNOWN).
+
+This module does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from cds_service.config import Knowledge
+from cds_service.criteria.result import Evidence, Result
+from cds_service.facts.clinical import (
+    AllergyFact,
+    ComponentFact,
+    ConditionFact,
+    ImmunizationFact,
+    ObservationFact,
+    ProcedureFact,
+    allergy_fact,
+    condition_fact,
+    immunization_fact,
+    observation_fact,
+    procedure_fact,
+)
+from cds_service.facts.codes import Concept
+from cds_service.facts.dates import DateRange, ensure_aware, parse_fhir_date
+from cds_service.facts.medications import MedicationFact, medication_fact
+from cds_service.facts.units import Quantity, convert
+from cds_service.gather.record import DataProblem, PatientRecord
+
+__all__ = ["Facts", "Selection", "evidence_of"]
+
+F = TypeVar("F")
+
+_MALE = {"male", "M", "248153007"}
+_FEMALE = {"female", "F", "248152002"}
+_BIRTHSEX_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Results for one question: the usable ones newest first, and what was set aside and why."""
+
+    current: tuple[ObservationFact, ...]
+    stale: ObservationFact | None  # the newest result that is too old to count
+    preliminary: tuple[ObservationFact, ...]
+
+    @property
+    def latest(self) -> ObservationFact | None:
+        return self.current[0] if self.current else None
+
+
+def evidence_of(fact: Any, value: Any = None, unit: str | None = None, note: str | None = None) -> Evidence:
+    """Evidence pointing at a fact: its reference, date and (given or own) value."""
+    date = getattr(fact, "date", None)
+    code = None
+    codings = getattr(fact, "codings", ())
+    if codings:
+        code = f"{codings[0][0]}|{codings[0][1]}" if codings[0][0] else codings[0][1]
+    if value is None and isinstance(fact, ObservationFact) and fact.quantity is not None:
+        value, unit = fact.quantity.display(), None
+    return Evidence(
+        reference=fact.ref,
+        value=value,
+        unit=unit,
+        date=date.display() if isinstance(date, DateRange) else None,
+        code=code,
+        display=getattr(fact, "display", None),
+        note=note,
+    )
+
+
+class Facts:
+    """The normalised, indexed record of one patient, evaluated at ``at``."""
+
+    def __init__(self, record: PatientRecord, at: datetime, knowledge: Knowledge) -> None:
+        self.record = record
+        self.at = ensure_aware(at)
+        self.tables = knowledge.tables
+        self.rules = knowledge.rules
+        self.patient_ref = record.patient_ref
+        medications = {m.id: m for m in record.of_type("Medication") if m.id}
+        self._by_set: dict[str, dict[str, list[Any]]] = {}
+        self._all: dict[str, list[Any]] = {}
+        builders: dict[str, Callable[[Any], Any]] = {
+            "Condition": condition_fact,
+            "Observation": observation_fact,
+            "Procedure": procedure_fact,
+            "Immunization": immunization_fact,
+            "AllergyIntolerance": allergy_fact,
+            "MedicationAdministration": lambda r: medication_fact(r, medications),
+            "MedicationStatement": lambda r: medication_fact(r, medications),
+            "MedicationRequest": lambda r: medication_fact(r, medications),
+        }
+        for rtype, build in builders.items():
+            group = "Medication" if rtype.startswith("Medication") else rtype
+            for res in record.of_type(rtype):
+                fact = build(res)
+                if fact is None:
+                    continue
+                self._all.setdefault(group, []).append(fact)
+                codings = fact.all_codings if isinstance(fact, AllergyFact) else fact.codings
+                if isinstance(fact, ProcedureFact):
+                    codings = codings + fact.category
+                for vs in self.tables.matching_sets(codings):
+                    self._by_set.setdefault(group, {}).setdefault(vs, []).append(fact)
+        # Newest first everywhere, so "latest" is the first item; undated facts last.
+        for group in self._by_set.values():
+            for items in group.values():
+                items.sort(key=_newest_first)
+
+    # --- the patient -------------------------------------------------------------------------------------
+    @property
+    def patient(self) -> Any | None:
+        return self.record.patient
+
+    @property
+    def birth_date(self) -> DateRange | None:
+        p = self.record.patient
+        return parse_fhir_date(p.birthDate) if p is not None and p.birthDate is not None else None
+
+    @property
+    def deceased(self) -> bool:
+        p = self.record.patient
+        return p is not None and (p.deceasedBoolean is True or p.deceasedDateTime is not None)
+
+    @property
+    def sex(self) -> str | None:
+        """Biological sex for formulas: the US Core birth-sex extension if present, else Patient.gender."""
+        p = self.record.patient
+        if p is None:
+            return None
+        for ext in p.extension or ():
+            if ext.url == _BIRTHSEX_URL and ext.valueCode in ("F", "M"):
+                return "female" if ext.valueCode == "F" else "male"
+        return p.gender if p.gender in ("male", "female") else None
+
+    # --- queries by value set ----------------------------------------------------------------------------
+    def _facts(self, group: str, value_set: str) -> list[Any]:
+        if value_set not in self.tables:
+            raise KeyError(f"criterion asks for unknown value set {value_set!r}")
+        return self._by_set.get(group, {}).get(value_set, [])
+
+    def conditions(self, value_set: str) -> list[ConditionFact]:
+        return self._facts("Condition", value_set)
+
+    def observations(self, value_set: str) -> list[ObservationFact]:
+        return self._facts("Observation", value_set)
+
+    def procedures(self, value_set: str) -> list[ProcedureFact]:
+        return self._facts("Procedure", value_set)
+
+    def immunizations(self, value_set: str) -> list[ImmunizationFact]:
+        return self._facts("Immunization", value_set)
+
+    def allergies(self, value_set: str) -> list[AllergyFact]:
+        return self._facts("AllergyIntolerance", value_set)
+
+    def medications(self, value_set: str) -> list[MedicationFact]:
+        return self._facts("Medication", value_set)
+
+    def all_of_kind(self, group: str) -> list[Any]:
+        return self._all.get(group, [])
+
+    def concept(self, fact: Any, value_set: str) -> Concept | None:
+        """The value-set entry a fact matched (for its qualifier, review note, factor or half-life)."""
+        codings = fact.all_codings if isinstance(fact, AllergyFact) else fact.codings
+        if isinstance(fact, ProcedureFact):
+            codings = codings + fact.category
+        return self.tables.match_codings(codings, value_set)
+
+    def codes_in(self, codings: Iterable[tuple[str, str]], value_set: str) -> Concept | None:
+        return self.tables.match_codings(codings, value_set)
+
+    # --- time --------------------------------------------------------------------------------------------
+    def days_ago(self, days: float) -> datetime:
+        return self.at - timedelta(days=days)
+
+    def recency_start(self, key: str) -> datetime | None:
+        """Start of the window in which results of kind ``key`` still count (None = any date)."""
+        days = self.rules.recency_days[key]
+        return None if days is None else self.days_ago(days)
+
+    # --- results -----------------------------------------------------------------------------------------
+    def results(self, value_set: str, recency: str) -> Selection:
+        """Usable results of a value set: final/amended/corrected, dated, not after ``at``, within recency."""
+        start = self.recency_start(recency)
+        current: list[ObservationFact] = []
+        preliminary: list[ObservationFact] = []
+        stale = None
+        for obs in self.observations(value_set):
+            if obs.effective is None or obs.effective.start > self.at:
+                continue
+            if obs.absent is not None and obs.quantity is None and not obs.value_codings and not obs.components:
+                continue
+            if start is not None and obs.effective.end <= start:
+                if stale is None and not obs.preliminary:
+                    stale = obs
+                continue
+            (preliminary if obs.preliminary else current).append(obs)
+        return Selection(tuple(current), stale, tuple(preliminary))
+
+    def no_recent_reason(self, sel: Selection, what: str, recency: str) -> str:
+        """One sentence for "there is no usable result" that says what was found instead."""
+        days = self.rules.recency_days[recency]
+        window = f" in the {days} days before {self.at.date().isoformat()}" if days is not None else ""
+        if sel.preliminary:
+            return f"Only a preliminary {what} result{window} ({sel.preliminary[0].ref}); a final result is needed."
+        if sel.stale is not None:
+            d = sel.stale.effective.display() if sel.stale.effective else "undated"
+            return f"No {what} result{window}; the latest ({d}) is too old to count."
+        return f"No {what} result{window}."
+
+    def value_in(self, item: ObservationFact | ComponentFact, value_set: str) -> Quantity | None:
+        """The item's value converted to the value set's canonical unit (None if missing or not convertible)."""
+        q = item.quantity
+        if q is None:
+            return None
+        vs = self.tables[value_set]
+        if vs.unit is None:
+            return q
+        value = convert(q.value, q.unit, vs.unit, molar_mass=vs.molar_mass, aliases=vs.unit_aliases)
+        return None if value is None else Quantity(value, vs.unit, q.comparator)
+
+    def uln(self, obs: ObservationFact, value_set: str) -> tuple[Quantity | None, str | None]:
+        """Upper limit of normal from the Observation's own referenceRange.high, in canonical units.
+
+        Returns (uln, None) or (None, why). A range with ``appliesTo`` is used only when it fits the patient's
+        sex; several different fitting highs are a conflict (UNKNOWN), never resolved by a guess.
+        """
+        vs = self.tables[value_set]
+        highs: list[Quantity] = []
+        sex = self.sex
+        for _low, high, applies in obs.ranges:
+            if high is None:
+                continue
+            sex_codes = {c for _s, c in applies} & (_MALE | _FEMALE)
+            if sex_codes and not sex_codes & (_MALE if sex == "male" else _FEMALE if sex == "female" else set()):
+                continue  # a range for the other sex (or for a sex we do not know)
+            unit = high.unit or (obs.quantity.unit if obs.quantity else None)
+            value = convert(high.value, unit, vs.unit, molar_mass=vs.molar_mass,
+                            aliases=vs.unit_aliases) if vs.unit else high.value
+            if value is None:
+                return None, f"the reference range of {obs.ref} has a unit that cannot be converted"
+            highs.append(Quantity(value, vs.unit))
+        if not highs:
+            return None, f"{obs.ref} has no reference range upper limit (ULN)"
+        if max(h.value for h in highs) - min(h.value for h in highs) > 1e-9:
+            return None, f"{obs.ref} has conflicting reference ranges"
+        return highs[0], None
+
+    def qualitative(self, item: ObservationFact | ComponentFact) -> Result:
+        """Positive (MET), negative (NOT_MET) or undecidable (UNKNOWN) for a presence-type result.
+
+        Order of preference (reference E12): interpretation, then a coded value, then a text value, then a
+        boolean, then a censored quantity ("<20 IU/mL" = below the limit of detection = negative).
+        """
+        for codings in (item.interpretation, item.value_codings):
+            if not codings:
+                continue
+            if self.codes_in(codings, "result-positive") is not None:
+                return Result.MET
+            if self.codes_in(codings, "result-negative") is not None:
+                return Result.NOT_MET
+        if item.text:
+            text = item.text.strip().lower()
+            if text in self.rules.qualitative_text["positive"]:
+                return Result.MET
+            if text in self.rules.qualitative_text["negative"]:
+                return Result.NOT_MET
+        boolean = getattr(item, "boolean", None)
+        if boolean is not None:
+            return Result.of(boolean)
+        q = item.quantity
+        if q is not None and q.comparator in ("<", "<="):
+            return Result.NOT_MET
+        return Result.UNKNOWN
+
+    # --- completeness ------------------------------------------------------------------------------------
+    def gap(self, kinds: Iterable[str], value_set: str | None = None) -> str | None:
+        """Why "none recorded" cannot be said for these kinds of data, or None if it can.
+
+        A kind that could not be retrieved, or a resource of that kind that could not be read and might have
+        matched (its codes match the value set, or it had no readable code), leaves the answer open.
+        """
+        kinds = tuple(kinds)
+        for kind in kinds:
+            why = self.record.not_retrieved.get(kind)
+            if why:
+                return f"{kind} data could not be retrieved ({why})"
+        for problem in self.record.problems:
+            if problem.resource_type not in kinds:
+                continue
+            if value_set is None or not problem.codings or \
+                    self.tables.match_codings(problem.codings, value_set) is not None:
+                return f"{problem.reference} could not be read ({problem.message})"
+        return None
+
+    @property
+    def problems(self) -> list[DataProblem]:
+        return self.record.problems
+
+
+def _newest_first(fact: Any) -> tuple[int, float]:
+    date = getattr(fact, "date", None)
+    if date is None:
+        return (1, 0.0)
+    return (0, -date.start.timestamp())

@@ -1,0 +1,1 @@
+"""Step 1, the hook request: Flask app, discovery, patient-view, request schemas. This room does I/O."""
