@@ -12,6 +12,7 @@ This module does no I/O.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,11 +43,21 @@ def _parse(unit: str) -> Any:
         return None
 
 
+_ANNOTATION = re.compile(r"\{[^}]*\}")
+
+
 @lru_cache(maxsize=2048)
 def conversion_factor(from_unit: str, to_unit: str, molar_mass: float | None = None) -> float | None:
-    """Multiply a value in ``from_unit`` by this to express it in ``to_unit``; None if not convertible."""
+    """Multiply a value in ``from_unit`` by this to express it in ``to_unit``; None if not convertible.
+
+    UCUM treats annotations (``{1.73_m2}``, ``{beats}``) as the unit 1, so ``mL/min/{1.73_m2}`` would convert
+    to ``mL/min`` - exactly the eGFR-for-CrCl mistake. Units whose annotations differ are therefore refused;
+    a value set that knows two spellings are the same quantity says so with ``unit_aliases``.
+    """
     if from_unit == to_unit:
         return 1.0
+    if sorted(_ANNOTATION.findall(from_unit)) != sorted(_ANNOTATION.findall(to_unit)):
+        return None
     src, dst = _parse(from_unit), _parse(to_unit)
     if src is None or dst is None:
         return None
