@@ -1,0 +1,258 @@
+"""Authenticating the CDS client: the ``Authorization: Bearer <JWT>`` a CDS Hooks 2.0 client must send.
+
+Rules (CDS Hooks 2.0 "Trusting CDS Clients", hardened):
+
+* algorithms ES384 and RS384 only: ``none`` and every HMAC algorithm are refused before any key is looked at,
+  so "HS256 signed with the public key as the secret" cannot work;
+* ``iss`` must be a configured trusted client, each with its JWKS (a file, inline keys, or a URL fetched and
+  cached with a TTL); a ``jku`` header is honoured only when it equals a URL configured for that issuer;
+* the key is chosen by ``kid`` (required), and must fit the algorithm;
+* ``aud`` must be this service's endpoint URL (or its discovery URL, which some clients send);
+* ``exp``, ``iat`` (not in the future beyond a bounded clock skew) and ``nbf`` are checked; ``jti`` is required
+  and remembered until the token expires, so a replay is refused.
+
+A failure raises ``AuthError`` whose ``reason`` is safe to log (it never contains the token). Verification is
+done with PyJWT, a maintained library; this module only decides which key and which claims to trust.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import jwt
+import requests
+import yaml
+
+from cds_service.errors import ConfigurationError, TrialScreenError
+
+__all__ = [
+    "AuthError",
+    "TrustedClient",
+    "load_trusted_clients",
+    "JwksCache",
+    "ReplayGuard",
+    "MemoryReplayGuard",
+    "TokenVerifier",
+    "ALLOWED_ALGORITHMS",
+]
+
+ALLOWED_ALGORITHMS = ("ES384", "RS384")
+
+
+class AuthError(TrialScreenError):
+    """The request's bearer token is missing or not trusted. ``reason`` is safe to log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TrustedClient:
+    """One CDS client we trust: its issuer and where its public keys come from."""
+
+    iss: str
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    jwks: Mapping[str, Any] | None = None
+    jku: tuple[str, ...] = ()
+
+    def key_sources(self) -> tuple[str, ...]:
+        return tuple(u for u in ((self.jwks_url,) + self.jku) if u)
+
+
+def load_trusted_clients(path: Path) -> dict[str, TrustedClient]:
+    """Read the trusted-clients file (JSON or YAML).
+
+    Shape: ``{"clients": [{"iss": ..., one of "jwks_url" / "jwks_file" / "jwks", optional "jku": [urls]}]}``.
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"trusted clients file {path}: cannot be read: {exc}") from exc
+    clients = data.get("clients") if isinstance(data, dict) else None
+    if not isinstance(clients, list):
+        raise ConfigurationError(f"trusted clients file {path}: expected a list under 'clients'")
+    out: dict[str, TrustedClient] = {}
+    for n, c in enumerate(clients):
+        if not isinstance(c, dict) or not isinstance(c.get("iss"), str) or not c["iss"]:
+            raise ConfigurationError(f"trusted clients file {path}: entry {n} has no 'iss'")
+        sources = [k for k in ("jwks_url", "jwks_file", "jwks") if c.get(k)]
+        if len(sources) != 1:
+            raise ConfigurationError(f"trusted clients file {path}: entry {n} ({c['iss']}) needs exactly one of "
+                                     "jwks_url, jwks_file, jwks")
+        for url in [c.get("jwks_url"), *(c.get("jku") or [])]:
+            if url and not str(url).startswith("https://") and not str(url).startswith("http://127.0.0.1"):
+                raise ConfigurationError(f"trusted clients file {path}: entry {n}: key URL must be https: {url}")
+        jwks_file = c.get("jwks_file")
+        if jwks_file and not Path(jwks_file).is_absolute():
+            jwks_file = Path(path).parent / jwks_file
+        out[c["iss"]] = TrustedClient(
+            iss=c["iss"],
+            jwks_url=c.get("jwks_url"),
+            jwks_file=Path(jwks_file) if jwks_file else None,
+            jwks=c.get("jwks"),
+            jku=tuple(c.get("jku") or ()),
+        )
+    return out
+
+
+@dataclass
+class JwksCache:
+    """Fetches JWKS documents from configured URLs only, caching each for ``ttl_seconds``."""
+
+    ttl_seconds: float = 300.0
+    timeout_seconds: float = 2.0
+    fetch: Callable[[str, float], Mapping[str, Any]] | None = None
+    _entries: dict[str, tuple[float, Mapping[str, Any]]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, url: str, *, refresh: bool = False) -> Mapping[str, Any]:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(url)
+            if hit and not refresh and now - hit[0] < self.ttl_seconds:
+                return hit[1]
+        doc = (self.fetch or _http_fetch)(url, self.timeout_seconds)
+        with self._lock:
+            self._entries[url] = (now, doc)
+        return doc
+
+
+def _http_fetch(url: str, timeout: float) -> Mapping[str, Any]:
+    try:
+        resp = requests.get(url, timeout=timeout, allow_redirects=False, headers={"Accept": "application/json"})
+        resp.raise_for_status()
+        doc = resp.json()
+    except (requests.RequestException, ValueError) as exc:
+        raise AuthError(f"the issuer's key set could not be fetched ({type(exc).__name__})") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+        raise AuthError("the issuer's key set is not a JWKS document")
+    return doc
+
+
+class ReplayGuard(Protocol):
+    def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
+        """Record the token id; False if it was seen before (a replay)."""
+
+
+class MemoryReplayGuard:
+    """Remembers token ids in this process until they expire (one process; a shared store for replicas)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
+        now = time.time()
+        with self._lock:
+            if len(self._seen) > 10000:
+                self._seen = {k: v for k, v in self._seen.items() if v > now}
+            key = (iss, jti)
+            if key in self._seen and self._seen[key] > now:
+                return False
+            self._seen[key] = expires_at
+            return True
+
+
+@dataclass
+class TokenVerifier:
+    """Verifies CDS client JWTs against the trusted clients."""
+
+    clients: Mapping[str, TrustedClient]
+    replay: ReplayGuard
+    jwks: JwksCache = field(default_factory=JwksCache)
+    leeway_seconds: int = 60
+    max_lifetime_seconds: int = 3600
+    now: Callable[[], float] = time.time
+
+    def verify(self, authorization: str | None, audiences: Iterable[str]) -> dict[str, Any]:
+        """Return the verified claims, or raise AuthError with a loggable reason."""
+        if not authorization or not authorization.startswith("Bearer "):
+            raise AuthError("no bearer token")
+        token = authorization[len("Bearer "):].strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"malformed token ({type(exc).__name__})") from exc
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGORITHMS:
+            raise AuthError(f"algorithm {alg!r} is not allowed")
+        iss = unverified.get("iss")
+        client = self.clients.get(iss) if isinstance(iss, str) else None
+        if client is None:
+            raise AuthError("issuer is not a trusted client")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise AuthError("token header has no kid")
+        key = self._key(client, header, kid, alg)
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=[alg],
+                audience=list(audiences),
+                issuer=client.iss,
+                leeway=self.leeway_seconds,
+                options={"require": ["iss", "aud", "exp", "iat", "jti"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError("token expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise AuthError("token audience is not this service") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise AuthError("token not valid yet (nbf or iat in the future)") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise AuthError("signature does not verify") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"token lacks the required claim {exc.claim!r}") from exc
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"token rejected ({type(exc).__name__})") from exc
+        now = self.now()
+        iat, exp = claims["iat"], claims["exp"]
+        if not isinstance(iat, (int, float)) or iat > now + self.leeway_seconds:
+            raise AuthError("token issued in the future")
+        if exp - iat > self.max_lifetime_seconds:
+            raise AuthError("token lifetime is too long")
+        if not self.replay.first_use(client.iss, str(claims["jti"]), float(exp) + self.leeway_seconds):
+            raise AuthError("token replayed (jti already used)")
+        return claims
+
+    def _key(self, client: TrustedClient, header: Mapping[str, Any], kid: str, alg: str) -> Any:
+        jku = header.get("jku")
+        if jku is not None and jku not in client.jku:
+            raise AuthError("jku is not a key URL configured for this issuer")
+        doc: Mapping[str, Any] | None = None
+        url = jku or client.jwks_url
+        if client.jwks is not None:
+            doc = client.jwks
+        elif client.jwks_file is not None and url is None:
+            try:
+                doc = json.loads(client.jwks_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise AuthError("the issuer's key file cannot be read") from exc
+        if url is not None:
+            doc = self.jwks.get(url)
+            if _find(doc, kid) is None:  # keys rotate: refetch once before giving up
+                doc = self.jwks.get(url, refresh=True)
+        jwk = _find(doc, kid) if doc is not None else None
+        if jwk is None:
+            raise AuthError("no key with this kid for the issuer")
+        try:
+            return jwt.PyJWK(dict(jwk), algorithm=alg).key
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"key {kid!r} does not fit algorithm {alg}") from exc
+
+
+def _find(doc: Mapping[str, Any], kid: str) -> Mapping[str, Any] | None:
+    for k in doc.get("keys", ()):
+        if isinstance(k, Mapping) and k.get("kid") == kid:
+            return k
+    return None
