@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from cds_service.criteria.result import Result
 from cds_service.facts.clinical import Coding, codings_of
-from cds_service.facts.dates import DateRange, parse_fhir_date
+from cds_service.facts.dates import DateRange, in_window, parse_fhir_date
 from cds_service.facts.units import Quantity, convert
 
-__all__ = ["MedicationFact", "medication_fact", "SOURCE_RANK", "daily_dose_mg", "overlap_days"]
+__all__ = ["MedicationFact", "medication_fact", "SOURCE_RANK", "daily_dose_mg", "overlap_days", "by_source_rank",
+           "is_open", "last_dose_range", "dose_mg", "washout_window", "first_date_after", "DoseItem", "Contribution",
+           "CumulativeDose", "cumulative_dose", "below_threshold_from"]
 
 SOURCE_RANK = {"MedicationAdministration": 0, "MedicationStatement": 1, "MedicationRequest": 2}
 
@@ -195,3 +198,260 @@ def overlap_days(period: DateRange, start: datetime, end: datetime, open_until: 
 
 def by_source_rank(facts: Iterable[MedicationFact]) -> list[MedicationFact]:
     return sorted(facts, key=lambda f: SOURCE_RANK.get(f.source, 9))
+
+
+# --- dose and washout arithmetic (E2a, E2c) ---------------------------------------------------------------
+
+
+def _end_part(period: DateRange) -> DateRange | None:
+    """The last day of a closed period ("a..b" -> b), the date itself for a single date, None if open."""
+    text = period.text
+    if ".." not in text:
+        return period
+    tail = text.split("..", 1)[1]
+    if not tail:
+        return None
+    return parse_fhir_date(tail) or DateRange(period.end, period.end, tail)
+
+
+def _start_part(period: DateRange) -> DateRange:
+    text = period.text
+    if ".." in text:
+        head = parse_fhir_date(text.split("..", 1)[0])
+        if head is not None:
+            return head
+    return DateRange(period.start, period.start, text)
+
+
+def is_open(period: DateRange | None) -> bool:
+    """A period with a start and no end (an order or statement still running, or one that never said)."""
+    return period is not None and period.text.endswith("..")
+
+
+def last_dose_range(fact: MedicationFact, at: datetime) -> DateRange | None:
+    """The instants at which the last dose of this record may have been given, as of ``at``.
+
+    An administration: its date (or its period's end). A statement or order with an end: the end date. With
+    a start and no end, the drug may have been given any time from the start until ``at`` (callers decide
+    separately what an *ongoing* record means). None when the record has no date.
+    """
+    period = fact.period
+    if period is None:
+        return None
+    if is_open(period):
+        start = _start_part(period)
+        return DateRange(start.start, max(at, start.start), period.text)
+    return _end_part(period)
+
+
+def dose_mg(fact: MedicationFact) -> float | None:
+    """One dose in milligrams (None when not stated or not a mass unit)."""
+    if fact.dose is None:
+        return None
+    return convert(fact.dose.value, fact.dose.unit, "mg")
+
+
+def washout_window(half_life_hours: float | None, *, max_days: float, half_lives: float,
+                   rule: str = "shorter") -> tuple[timedelta, str]:
+    """The washout before apheresis for one drug, and how it was chosen.
+
+    ``rule`` "shorter" (the protocol as written: "14 days or five half-lives, whichever was shorter") gives
+    ``min(max_days, half_lives x t1/2)``; "longer" gives ``max()``. An unknown half-life gives ``max_days``,
+    the longest window either reading can produce.
+    """
+    cap = timedelta(days=max_days)
+    if half_life_hours is None:
+        return cap, f"half-life unknown: {_num(max_days)} days used"
+    by_half_life = timedelta(hours=half_lives * half_life_hours)
+    hl_text = f"{_num(half_lives)} half-lives = {_duration(by_half_life)} (t1/2 {_num(half_life_hours)} h)"
+    if rule == "longer":
+        chosen = max(cap, by_half_life)
+    elif rule == "shorter":
+        chosen = min(cap, by_half_life)
+    else:
+        raise ValueError(f"unknown washout rule {rule!r}")
+    which = hl_text if chosen == by_half_life else f"{_num(max_days)} days ({rule} than {hl_text})"
+    return chosen, which
+
+
+def first_date_after(moment: datetime, window: timedelta) -> date:
+    """The first calendar date (UTC) on which ``(date - window, date]`` no longer contains ``moment``.
+
+    That is the first midnight at or after ``moment + window``: the date a washout has passed.
+    """
+    end = moment + window
+    day = end.date()
+    midnight = datetime(day.year, day.month, day.day, tzinfo=end.tzinfo)
+    return day if end == midnight else day + timedelta(days=1)
+
+
+def _num(value: float) -> str:
+    return f"{value:g}" if abs(value - round(value)) > 1e-9 else str(int(round(value)))
+
+
+def _duration(delta: timedelta) -> str:
+    hours = delta / timedelta(hours=1)
+    if hours < 48:
+        return f"{hours:.1f} h"
+    return f"{hours / 24:.1f} days"
+
+
+@dataclass(frozen=True)
+class DoseItem:
+    """A record offered to a cumulative sum: its drug (for source preference) and its conversion factor.
+
+    ``doubt`` says why the record might not count at all (a route to review, a statement of intent); such a
+    record never adds to the sure total, only to what the total might be.
+    """
+
+    fact: MedicationFact
+    drug: str
+    factor: float | None
+    note: str | None = None
+    doubt: str | None = None
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """What one record adds to a window's cumulative dose (already multiplied by its factor)."""
+
+    item: DoseItem
+    mg: float | None  # None: the amount cannot be computed (no dose, no timing, no factor)
+    last: datetime | None  # the latest instant of the record inside the window
+    how: str  # "1 dose of 10 mg" / "10 mg/day x 3.5 days"
+    why_doubtful: str | None = None  # None = surely inside the window and surely given
+
+
+@dataclass(frozen=True)
+class CumulativeDose:
+    counted: tuple[Contribution, ...]
+    doubtful: tuple[Contribution, ...]
+    sources: Mapping[str, str]  # drug -> the resource type whose records were used
+
+    @property
+    def total(self) -> float:
+        return round(sum(c.mg or 0.0 for c in self.counted), 6)
+
+    @property
+    def possible_extra(self) -> float | None:
+        """How much the doubtful records could add (None when one of them cannot be quantified)."""
+        if any(c.mg is None for c in self.doubtful):
+            return None
+        return round(sum(c.mg or 0.0 for c in self.doubtful), 6)
+
+
+def _touches(fact: MedicationFact, start: datetime, end: datetime) -> bool:
+    """Could this record have given a dose inside ``(start, end]``? Undated records could."""
+    period = fact.period
+    if period is None:
+        return True
+    if period.start > end:
+        return False  # planned / future
+    if fact.source == "MedicationAdministration" and not is_open(period):
+        last = _end_part(period) or period
+        return last.end > start
+    if is_open(period):
+        return True  # from its start until today, or still running
+    return period.end > start
+
+
+def _period_contribution(item: DoseItem, start: datetime, end: datetime) -> Contribution:
+    fact = item.fact
+    period = fact.period
+    assert period is not None
+    daily = daily_dose_mg(fact)
+    s_part = _start_part(period)
+    e_part = None if is_open(period) else _end_part(period)
+    # A whole day given as a date counts as the whole day; a month or year can only bound the period.
+    loose_start = s_part.start
+    tight_start = s_part.start if s_part.is_exact else s_part.end
+    if e_part is None:
+        loose_end = tight_end = end
+    else:
+        loose_end = e_part.end
+        tight_end = e_part.end if e_part.is_exact else e_part.start
+    lo_days = max(0.0, (min(tight_end, end) - max(tight_start, start)) / timedelta(days=1))
+    hi_days = max(0.0, (min(loose_end, end) - max(loose_start, start)) / timedelta(days=1))
+    last = min(loose_end, end)
+    doubt = item.doubt
+    if e_part is None and not fact.ongoing:
+        doubt = doubt or f"{fact.source} is {fact.status} with no end date: days taken in the window unknown"
+    elif hi_days - lo_days > 1e-9:
+        doubt = doubt or "its dates are too imprecise to count the days in the window"
+    if daily is None or item.factor is None:
+        missing = "an equivalence factor" if item.factor is None else "a dose and frequency in mg"
+        return Contribution(item, None, last, f"no usable dose ({missing} not recorded)",
+                            doubt or f"{missing} not recorded")
+    per_day = daily * item.factor
+    if doubt:
+        return Contribution(item, per_day * hi_days, last, f"{_num(daily)} mg/day x up to {hi_days:.2f} days", doubt)
+    return Contribution(item, per_day * lo_days, last, f"{_num(daily)} mg/day x {lo_days:.2f} days")
+
+
+def _administration_contribution(item: DoseItem, start: datetime, end: datetime) -> Contribution:
+    fact = item.fact
+    period = fact.period
+    when = None if period is None else (_end_part(period) or period)
+    inside = Result.UNKNOWN
+    if when is not None:
+        inside = in_window(when, start, end)
+    mg = dose_mg(fact)
+    doubt = item.doubt
+    if inside is not Result.MET:
+        doubt = doubt or ("undated" if when is None else "its date cannot place it inside or outside the window")
+    last = None if when is None else min(when.end, end)
+    if mg is None or item.factor is None:
+        missing = "an equivalence factor" if item.factor is None else "a dose in mg"
+        return Contribution(item, None, last, f"no usable dose ({missing} not recorded)",
+                            doubt or f"{missing} not recorded")
+    return Contribution(item, mg * item.factor, last, f"1 dose of {_num(mg)} mg", doubt)
+
+
+def cumulative_dose(items: Iterable[DoseItem], start: datetime, end: datetime) -> CumulativeDose:
+    """The factor-weighted dose given in ``(start, end]``, one best source per drug.
+
+    Per drug, only the best kind of record that reaches into the window is used: administrations, else
+    statements, else orders ("orders are not administrations"; mixing them would count the same dose twice).
+    An administration counts its one dose; a statement or order counts its daily dose times the days of the
+    window it covers (fractional days; an ongoing one runs to ``end``). Records whose date, dose, factor or
+    status leaves the amount in doubt are returned apart, never added to the sure total.
+    """
+    by_drug: dict[str, list[DoseItem]] = {}
+    for item in items:
+        if _touches(item.fact, start, end):
+            by_drug.setdefault(item.drug, []).append(item)
+    counted: list[Contribution] = []
+    doubtful: list[Contribution] = []
+    sources: dict[str, str] = {}
+    for drug, group in by_drug.items():
+        best = min(SOURCE_RANK.get(i.fact.source, 9) for i in group)
+        for item in group:
+            if SOURCE_RANK.get(item.fact.source, 9) != best:
+                continue
+            sources[drug] = item.fact.source
+            if item.fact.period is None:
+                c = Contribution(item, None, None, "undated", item.doubt or "undated")
+            elif item.fact.source == "MedicationAdministration":
+                c = _administration_contribution(item, start, end)
+            else:
+                c = _period_contribution(item, start, end)
+            (doubtful if c.why_doubtful else counted).append(c)
+    counted.sort(key=lambda c: c.last or end)
+    return CumulativeDose(tuple(counted), tuple(doubtful), sources)
+
+
+def below_threshold_from(counted: Iterable[Contribution], threshold: float, window: timedelta) -> date | None:
+    """The first date on which the sure doses still inside the window add up to less than ``threshold``.
+
+    Assumes no further doses. Doses leave the window in date order; a statement's or order's days are taken
+    to leave with its last day (later than they really do, so the date is never too early).
+    """
+    items = sorted((c for c in counted if c.mg is not None and c.last is not None), key=lambda c: c.last)
+    total = round(sum(c.mg for c in items), 6)
+    if total < threshold:
+        return None
+    for c in items:
+        total = round(total - c.mg, 6)
+        if total < threshold:
+            return first_date_after(c.last, window)
+    return None
