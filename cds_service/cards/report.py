@@ -1,0 +1,250 @@
+"""The screening report page: a stored screening (its JSON) turned into a printable checklist.
+
+Pure: no I/O besides reading the bundled template, no Flask. :func:`build_report` groups every criterion as a
+research coordinator reads it,
+
+* **blocking**: an inclusion not met, or an exclusion that applies (with "until <date>" when it will pass),
+* **to confirm**: unknown, with what to check or order (the trial rules' ``resolve`` text),
+* **met**: an inclusion met, or an exclusion ruled out,
+
+each with its label from the trial rules, the engine's reason and the evidence (resource, value, unit, date).
+:func:`render_report_html` renders that view with ``templates/report.html`` (autoescaped Jinja; no scripts,
+no external assets, print styles inline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from cds_service.rules import TrialRules
+
+__all__ = [
+    "EvidenceLine",
+    "ReportItem",
+    "ReportSection",
+    "ReportView",
+    "build_report",
+    "render_report_html",
+    "render_missing_html",
+    "format_when",
+]
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+STATUS_LABELS = {
+    "potential-candidate": "Potential candidate",
+    "ineligible": "Not eligible",
+    "not-applicable": "Not applicable",
+}
+STATUS_NOTES = {
+    "potential-candidate": "Nothing recorded rules the patient out; the items under \"To confirm\" need checking.",
+    "ineligible": "At least one criterion rules the patient out (see \"Blocking\").",
+    "not-applicable": "The record holds no diagnosis of acute myeloid leukemia.",
+}
+
+# (kind, result) -> (section, what the result means for eligibility)
+_PLACEMENT = {
+    ("inclusion", "not-met"): ("blocking", "Inclusion not met"),
+    ("exclusion", "met"): ("blocking", "Exclusion applies"),
+    ("inclusion", "unknown"): ("confirm", "Unknown"),
+    ("exclusion", "unknown"): ("confirm", "Unknown"),
+    ("inclusion", "met"): ("met", "Inclusion met"),
+    ("exclusion", "not-met"): ("met", "Exclusion ruled out"),
+}
+_SECTIONS = (
+    ("blocking", "Blocking", "Criteria that rule the patient out as the record stands."),
+    ("confirm", "To confirm", "Criteria the record cannot decide: check or order what each item says."),
+    ("met", "Met", "Inclusion criteria met and exclusion criteria ruled out by the record."),
+)
+
+
+@dataclass(frozen=True)
+class EvidenceLine:
+    """One piece of evidence as shown: the resource, its value with unit, its date, and any note."""
+
+    reference: str
+    value: str
+    date: str
+    note: str
+
+
+@dataclass(frozen=True)
+class ReportItem:
+    """One criterion as shown on the page."""
+
+    id: str
+    kind: str
+    label: str
+    outcome: str
+    reason: str
+    resolve: str
+    until: str
+    evidence: tuple[EvidenceLine, ...]
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """One group of criteria (blocking / to confirm / met)."""
+
+    key: str
+    title: str
+    description: str
+    items: tuple[ReportItem, ...]
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """Everything the report page shows, already formatted as text."""
+
+    trial_id: str
+    trial_title: str
+    short_title: str
+    registry_url: str
+    status: str
+    status_label: str
+    status_note: str
+    patient: str
+    evaluated_at: str
+    expires_at: str
+    sections: tuple[ReportSection, ...]
+    not_retrieved: tuple[tuple[str, str], ...]
+    data_problems: tuple[tuple[str, str], ...]
+    total: int
+
+    def section(self, key: str) -> ReportSection:
+        """The section with this key (``blocking``, ``confirm`` or ``met``)."""
+        for s in self.sections:
+            if s.key == key:
+                return s
+        raise KeyError(key)
+
+
+def format_when(value: str | date | datetime | None) -> str:
+    """A date or date-time as a person reads it: ``2026-09-20`` or ``2026-09-20 08:15 UTC``.
+
+    Partial dates (``2025``, ``2025-03``) and anything unparseable are shown as given.
+    """
+    if value is None or value == "":
+        return ""
+    if isinstance(value, datetime):
+        parsed: datetime | date = value
+    elif isinstance(value, date):
+        return value.isoformat()
+    else:
+        text = str(value)
+        if len(text) <= 10:  # a date, possibly partial: nothing to reformat
+            return text
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return text
+    assert isinstance(parsed, datetime)
+    offset = parsed.utcoffset()
+    if offset is None:
+        zone = ""
+    elif offset.total_seconds() == 0:
+        zone = " UTC"
+    else:
+        zone = " " + parsed.strftime("%z")[:3] + ":" + parsed.strftime("%z")[3:]
+    return parsed.strftime("%Y-%m-%d %H:%M") + zone
+
+
+def _value_text(evidence: Mapping[str, Any]) -> str:
+    value = evidence.get("value")
+    unit = evidence.get("unit")
+    display = evidence.get("display")
+    if isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif value is None:
+        text = ""
+    else:
+        text = str(value)
+    if text and unit:
+        text = f"{text} {unit}"
+    if display and display != text:
+        text = f"{display}: {text}" if text else str(display)
+    return text
+
+
+def _evidence(items: Any) -> tuple[EvidenceLine, ...]:
+    out = []
+    for e in items if isinstance(items, list) else []:
+        if not isinstance(e, Mapping):
+            continue
+        out.append(EvidenceLine(reference=str(e.get("reference") or ""), value=_value_text(e),
+                                date=format_when(e.get("date")), note=str(e.get("note") or "")))
+    return tuple(out)
+
+
+def build_report(screening: Mapping[str, Any], rules: TrialRules, *, expires_at: datetime | None = None) -> ReportView:
+    """Group a screening's criteria into blocking / to confirm / met, in the trial's criterion order."""
+    order = {c.id: i for i, c in enumerate(rules.criteria)}
+    info = {c.id: c for c in rules.criteria}
+    criteria = [c for c in screening.get("criteria") or [] if isinstance(c, Mapping)]
+    criteria.sort(key=lambda c: order.get(str(c.get("id")), len(order)))
+    grouped: dict[str, list[ReportItem]] = {key: [] for key, _, _ in _SECTIONS}
+    for c in criteria:
+        cid = str(c.get("id", "?"))
+        kind = str(c.get("kind") or (info[cid].kind if cid in info else ""))
+        result = str(c.get("result", "unknown"))
+        section, outcome = _PLACEMENT.get((kind, result), ("confirm", "Unknown"))
+        meta = info.get(cid)
+        until = format_when(c.get("until"))
+        grouped[section].append(ReportItem(
+            id=cid, kind=kind, label=meta.label if meta else cid, outcome=outcome,
+            reason=str(c.get("reason") or ""),
+            resolve=meta.resolve if (meta and section == "confirm") else "",
+            until=until if section == "blocking" else "",
+            evidence=_evidence(c.get("evidence"))))
+    status = str(screening.get("status") or "")
+    return ReportView(
+        trial_id=str(screening.get("trial") or rules.trial_id),
+        trial_title=rules.title,
+        short_title=rules.short_title,
+        registry_url=rules.registry_url,
+        status=status,
+        status_label=STATUS_LABELS.get(status, status or "Unknown"),
+        status_note=STATUS_NOTES.get(status, ""),
+        patient=str(screening.get("patient") or ""),
+        evaluated_at=format_when(screening.get("evaluated_at")),
+        expires_at=format_when(expires_at),
+        sections=tuple(ReportSection(key, title, desc, tuple(grouped[key])) for key, title, desc in _SECTIONS),
+        not_retrieved=tuple(sorted((str(k), str(v)) for k, v in (screening.get("not_retrieved") or {}).items())),
+        data_problems=_problems(screening.get("data_problems")),
+        total=len(criteria),
+    )
+
+
+def _problems(items: Any) -> tuple[tuple[str, str], ...]:
+    out: list[tuple[str, str]] = []
+    for p in items if isinstance(items, Sequence) and not isinstance(items, str) else []:
+        if isinstance(p, Mapping):
+            out.append((str(p.get("reference") or ""), str(p.get("message") or "")))
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def render_report_html(view: ReportView) -> str:
+    """The report page as an HTML document."""
+    return _environment().get_template("report.html").render(view=view, missing=False)
+
+
+def render_missing_html(trial_id: str = "") -> str:
+    """The page shown for an unknown or expired report link (served with status 404)."""
+    return _environment().get_template("report.html").render(view=None, missing=True, trial_id=trial_id)
