@@ -3,9 +3,13 @@
     TrialScreenError
     ├── ConfigurationError      a code table, trial rule file or setting is invalid (fails start-up)
     ├── InputError              a record, bundle or request body cannot be read (the caller's fault: 4xx / exit 2)
+    │   ├── ServiceNotFound     no CDS service with that id (404)
+    │   ├── BodyTooLarge        the request body is over the size limit (413)
+    │   └── PreconditionFailed  prefetch data missing and no usable FHIR server to fetch it from (412)
     └── FhirError               the EHR's FHIR server could not give us data
         ├── FhirUnavailable     network error, timeout, 5xx, deadline passed
         ├── FhirUnauthorized    401 / 403
+        ├── FhirNotFound        404 / 410 (no such resource, or the server does not support the search)
         └── FhirNotTrusted      the server is not on the allowlist (nothing was sent)
 
 Library errors (requests, jsonschema, pydantic) are wrapped once, at the boundary that called the library.
@@ -17,9 +21,13 @@ __all__ = [
     "TrialScreenError",
     "ConfigurationError",
     "InputError",
+    "ServiceNotFound",
+    "BodyTooLarge",
+    "PreconditionFailed",
     "FhirError",
     "FhirUnavailable",
     "FhirUnauthorized",
+    "FhirNotFound",
     "FhirNotTrusted",
 ]
 
@@ -33,7 +41,39 @@ class ConfigurationError(TrialScreenError):
 
 
 class InputError(TrialScreenError):
-    """Input (a file, a bundle, a request body) cannot be read."""
+    """Input (a file, a bundle, a request body) cannot be read.
+
+    ``status`` is the HTTP status the service answers with; ``field`` names the offending part of a request
+    (a JSON path such as ``context.patientId``) when there is one; ``code`` is the OperationOutcome issue code.
+    """
+
+    status = 400
+    code = "invalid"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ServiceNotFound(InputError):
+    """No CDS service with that id."""
+
+    status = 404
+    code = "not-found"
+
+
+class BodyTooLarge(InputError):
+    """The request body is larger than the configured limit."""
+
+    status = 413
+    code = "too-long"
+
+
+class PreconditionFailed(InputError):
+    """Prefetch data is missing and there is no FHIR server to fetch it from (CDS Hooks: 412)."""
+
+    status = 412
+    code = "required"
 
 
 class FhirError(TrialScreenError):
@@ -51,6 +91,10 @@ class FhirUnavailable(FhirError):
 
 class FhirUnauthorized(FhirError):
     """The FHIR server refused our token (401/403)."""
+
+
+class FhirNotFound(FhirError):
+    """404 / 410: the resource does not exist, or the server does not support the search."""
 
 
 class FhirNotTrusted(FhirError):

@@ -1,0 +1,125 @@
+"""The Markdown ``detail`` of a card: what blocks, what is still to confirm and how, the key values, and
+which data could not be retrieved.
+
+Text that may come from the EHR's records (displays, values, notes) is escaped, so a record cannot inject
+Markdown or HTML into the card. No I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from cds_service.criteria.result import CriterionResult, Evidence, Result
+from cds_service.rules import TrialRules
+
+__all__ = ["md", "blocking", "unknowns", "met", "evidence_text", "blocking_section", "confirm_section",
+           "key_values_section", "not_retrieved_section", "met_section", "KEY_VALUES"]
+
+# The values a hematologist looks at first, in this order: (criterion id, label).
+KEY_VALUES: tuple[tuple[str, str], ...] = (
+    ("I1", "Age"),
+    ("I3", "Blasts / CLL1 / CD38"),
+    ("I7a", "ALT / AST"),
+    ("I7b", "Bilirubin"),
+    ("I7c", "Creatinine clearance (Cockcroft-Gault)"),
+    ("I7d", "LVEF"),
+    ("I6", "ECOG"),
+)
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<#|~])")
+
+
+def md(text: Any) -> str:
+    """Plain text made safe for GitHub Markdown (special characters escaped, line breaks flattened)."""
+    flat = " ".join(str(text).split())
+    return _MD_SPECIAL.sub(r"\\\1", flat)
+
+
+def blocking(criteria: Iterable[CriterionResult]) -> list[CriterionResult]:
+    """Criteria that make the patient ineligible: an inclusion not met or an exclusion met."""
+    return [c for c in criteria if (c.kind == "inclusion" and c.result is Result.NOT_MET)
+            or (c.kind == "exclusion" and c.result is Result.MET)]
+
+
+def unknowns(criteria: Iterable[CriterionResult]) -> list[CriterionResult]:
+    return [c for c in criteria if c.result is Result.UNKNOWN]
+
+
+def met(criteria: Iterable[CriterionResult]) -> list[CriterionResult]:
+    """Criteria that are fine: inclusions met and exclusions not met."""
+    return [c for c in criteria if (c.kind == "inclusion" and c.result is Result.MET)
+            or (c.kind == "exclusion" and c.result is Result.NOT_MET)]
+
+
+def _label(rules: TrialRules, criterion_id: str) -> str:
+    try:
+        return rules.criterion(criterion_id).label
+    except KeyError:
+        return criterion_id
+
+
+def _resolve(rules: TrialRules, criterion_id: str) -> str | None:
+    try:
+        return rules.criterion(criterion_id).resolve or None
+    except KeyError:
+        return None
+
+
+def evidence_text(e: Evidence) -> str:
+    """One datum as a person reads it: "ALT 41 U/L (2026-09-20; 1.0 x ULN)"."""
+    head = " ".join(str(p) for p in (e.value, e.unit) if p is not None and str(p) != "")
+    what = e.display or ""
+    text = f"{what}: {head}" if what and head else (what or head or e.reference)
+    extras = [str(e.date)] if e.date is not None else []
+    if e.note:
+        extras.append(e.note)
+    return md(text) + (f" ({md('; '.join(extras))})" if extras else "")
+
+
+def blocking_section(items: list[CriterionResult], rules: TrialRules, *, title: str = "Blocking") -> str:
+    if not items:
+        return f"**{title}:** nothing found."
+    lines = [f"**{title} ({len(items)}):**"]
+    for c in items:
+        until = f" Not eligible until **{c.until.isoformat()}**." if c.until is not None else ""
+        lines.append(f"- **{c.id}** {md(_label(rules, c.id))}: {md(c.reason)}{until}")
+    return "\n".join(lines)
+
+
+def confirm_section(items: list[CriterionResult], rules: TrialRules, *, title: str = "To confirm") -> str | None:
+    if not items:
+        return None
+    lines = [f"**{title} ({len(items)}):**"]
+    for c in items:
+        resolve = _resolve(rules, c.id)
+        how = f" *To resolve:* {md(resolve)}" if resolve else ""
+        lines.append(f"- **{c.id}** {md(_label(rules, c.id))}: {md(c.reason)}{how}")
+    return "\n".join(lines)
+
+
+def key_values_section(criteria: Iterable[CriterionResult]) -> str | None:
+    by_id = {c.id: c for c in criteria}
+    lines = []
+    for cid, label in KEY_VALUES:
+        c = by_id.get(cid)
+        if c is None:
+            continue
+        values = "; ".join(evidence_text(e) for e in c.evidence) if c.evidence else "none usable recorded"
+        lines.append(f"- {md(label)} ({cid}, {c.result.value}): {values}")
+    return "**Key values:**\n" + "\n".join(lines) if lines else None
+
+
+def not_retrieved_section(not_retrieved: dict[str, str]) -> str | None:
+    if not not_retrieved:
+        return None
+    lines = ["**Data not retrieved** (criteria that depend on it could not be decided):"]
+    for kind, why in sorted(not_retrieved.items()):
+        lines.append(f"- {md(kind)}: {md(why)}")
+    return "\n".join(lines)
+
+
+def met_section(items: list[CriterionResult]) -> str | None:
+    if not items:
+        return None
+    return f"**Met ({len(items)}):** " + ", ".join(c.id for c in items)

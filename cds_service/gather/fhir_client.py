@@ -1,0 +1,393 @@
+"""Fetching a patient's data from the EHR's FHIR server: trusted servers only, concurrent, paged, on a deadline.
+
+The ``fhirServer`` of a hook request is chosen by the caller, so it is treated as hostile until proved
+otherwise: only servers on the configured allowlist are contacted, every URL we are about to send the
+EHR's token to (a page's ``next`` link, a redirect target) is checked against it again, and redirects are
+never followed automatically. The access token is passed per request in the ``Authorization`` header; it
+is never stored on a session and never logged.
+
+Queries for the different kinds of data run concurrently on a small process-wide thread pool. Each query
+follows its Bundle's ``next`` links up to ``fhir_max_pages``. An overall deadline bounds the whole fetch:
+when it passes, the service answers with what it has and every unfinished kind is reported *not
+retrieved* ("deadline passed"). Every failure (timeouts, refused connections, 401/403/404/410/429/5xx,
+non-JSON bodies, Bundles carrying error OperationOutcomes) ends up as a reason string for the kind, never
+as an exception out of ``fetch_all``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from cds_service.errors import FhirError, FhirNotFound, FhirNotTrusted, FhirUnauthorized, FhirUnavailable
+
+__all__ = ["Allowlist", "Deadline", "FhirClient", "KindResult", "Query", "session_for", "FHIR_JSON"]
+
+log = logging.getLogger("trialscreen.fhir")
+
+FHIR_JSON = "application/fhir+json"
+_ACCEPT = f"{FHIR_JSON}, application/json;q=0.9"
+_MAX_REDIRECTS = 3
+_MAX_BODY_BYTES = 64 * 1024 * 1024
+_MAX_MEDICATION_READS = 50
+_RETRY_STATUSES = {429, 502, 503, 504}
+_MAX_RETRY_WAIT = 1.0  # seconds: a longer Retry-After is not waited for inside a hook call
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+# --- the allowlist -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Origin:
+    scheme: str
+    host: str
+    port: int
+    path: str  # without trailing slash
+
+
+def _origin(url: str) -> _Origin | None:
+    """Scheme, host, port and path of an absolute http(s) URL, or None when it is not one we would contact."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
+        return None  # credentials in the URL are a classic trick to disguise the real host
+    return _Origin(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme], parts.path.rstrip("/"))
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """Trusted FHIR servers: base URLs or prefixes. A URL is trusted when its scheme, host and port equal an
+    entry's and its path starts with the entry's path (whole segments). ``http://`` is trusted only when an
+    entry names ``http://`` itself."""
+
+    entries: tuple[_Origin, ...] = ()
+
+    @classmethod
+    def parse(cls, values: tuple[str, ...] | list[str]) -> Allowlist:
+        out = []
+        for value in values:
+            origin = _origin(value)
+            if origin is None:
+                raise ValueError(f"not an http(s) base URL: {value!r}")
+            out.append(origin)
+        return cls(tuple(out))
+
+    def allows(self, url: str) -> bool:
+        target = _origin(url)
+        if target is None:
+            return False
+        for e in self.entries:
+            if (e.scheme, e.host, e.port) != (target.scheme, target.host, target.port):
+                continue
+            if not e.path or target.path == e.path or target.path.startswith(e.path + "/"):
+                return True
+        return False
+
+
+# --- sessions ----------------------------------------------------------------------------------------------
+_SESSIONS: OrderedDict[str, requests.Session] = OrderedDict()
+_SESSIONS_LOCK = threading.Lock()
+_MAX_SESSIONS = 16
+
+
+def session_for(base_url: str) -> requests.Session:
+    """The pooled session for one FHIR server (a small LRU cache keyed by base URL). It carries no token."""
+    key = base_url.rstrip("/")
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(key)
+        if session is not None:
+            _SESSIONS.move_to_end(key)
+            return session
+        session = requests.Session()
+        session.trust_env = False  # no proxies or .netrc credentials picked up from the environment
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers.update({"Accept": _ACCEPT, "User-Agent": "TrialScreen"})
+        _SESSIONS[key] = session
+        while len(_SESSIONS) > _MAX_SESSIONS:
+            _, old = _SESSIONS.popitem(last=False)
+            old.close()
+        return session
+
+
+_EXECUTOR = ThreadPoolExecutor(max_workers=16, thread_name_prefix="trialscreen-fhir")
+
+
+# --- deadline, queries, results ----------------------------------------------------------------------------
+class Deadline:
+    """A point in time (monotonic clock) after which no more waiting is done."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+    def passed(self) -> bool:
+        return self.remaining() <= 0
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query: the kind of data it retrieves (a resource type) and its URL relative to the server base."""
+
+    kind: str
+    url: str
+
+
+@dataclass
+class KindResult:
+    """What one query gave: its resources, and why it is incomplete (None when complete)."""
+
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+def _reason(exc: FhirError) -> str:
+    return str(exc)
+
+
+class FhirClient:
+    """Reads from one trusted FHIR server with the EHR's token. Create one per hook call (cheap: the pooled
+    session is shared)."""
+
+    def __init__(self, base_url: str, *, token: str | None, allowlist: Allowlist, max_pages: int,
+                 deadline: Deadline, request_id: str = "-") -> None:
+        self.base = base_url.rstrip("/") + "/"
+        self._token = token
+        self.allowlist = allowlist
+        self.max_pages = max(1, max_pages)
+        self.deadline = deadline
+        self.request_id = request_id
+        self.trusted = allowlist.allows(self.base)
+        self._session = session_for(self.base) if self.trusted else None
+
+    def __repr__(self) -> str:  # never show the token
+        return f"FhirClient({self.base!r}, trusted={self.trusted})"
+
+    # --- one request ---------------------------------------------------------------------------------------
+    def get_json(self, url: str) -> dict[str, Any]:
+        """GET one URL (absolute, or relative to the base) and return its JSON object; raises FhirError."""
+        url = urljoin(self.base, url)
+        retried = False
+        for _hop in range(_MAX_REDIRECTS + 1):
+            if not self.allowlist.allows(url):
+                raise FhirNotTrusted(f"{_host(url)} is not on the FHIR allowlist (nothing sent)")
+            remaining = self.deadline.remaining()
+            if remaining <= 0:
+                raise FhirUnavailable("deadline passed")
+            headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
+            assert self._session is not None
+            try:
+                resp = self._session.get(url, headers=headers, timeout=(min(remaining, 2.0), remaining),
+                                         allow_redirects=False, stream=True)
+            except requests.Timeout as exc:
+                raise FhirUnavailable("the FHIR server timed out") from exc
+            except requests.ConnectionError as exc:
+                raise FhirUnavailable("the FHIR server could not be reached") from exc
+            except requests.RequestException as exc:
+                raise FhirUnavailable(f"request failed ({type(exc).__name__})") from exc
+            try:
+                status = resp.status_code
+                if status in (301, 302, 303, 307, 308):
+                    location = resp.headers.get("Location")
+                    if not location:
+                        raise FhirUnavailable(f"HTTP {status} without a Location")
+                    url = urljoin(url, location)
+                    if not self.allowlist.allows(url):
+                        raise FhirNotTrusted(f"redirected to {_host(url)}, which is not on the FHIR allowlist "
+                                             "(not followed)")
+                    continue
+                if status in _RETRY_STATUSES and not retried:
+                    wait_s = _retry_after(resp.headers.get("Retry-After"))
+                    if wait_s is not None and wait_s + 0.05 < self.deadline.remaining():
+                        retried = True
+                        time.sleep(wait_s)
+                        continue
+                if status in (401, 403):
+                    raise FhirUnauthorized(f"the FHIR server refused the access token (HTTP {status})", status=status)
+                if status in (404, 410):
+                    raise FhirNotFound(f"not found (HTTP {status})", status=status)
+                if status == 429:
+                    raise FhirUnavailable("the FHIR server is rate-limiting us (HTTP 429)", status=status)
+                if status >= 400:
+                    raise FhirUnavailable(f"the FHIR server answered HTTP {status}", status=status)
+                if status != 200:
+                    raise FhirUnavailable(f"unexpected HTTP {status}", status=status)
+                return _json_body(resp)
+            finally:
+                resp.close()
+        raise FhirUnavailable("too many redirects")
+
+    # --- a search with paging ------------------------------------------------------------------------------
+    def search(self, query: Query) -> KindResult:
+        """Run one query (a read or a search) and follow ``next`` links; failures become ``error``."""
+        out = KindResult()
+        url: str | None = query.url
+        pages = 0
+        try:
+            while url is not None:
+                if pages >= self.max_pages:
+                    out.error = f"more than {self.max_pages} pages of results (the rest was not read)"
+                    break
+                body = self.get_json(url)
+                pages += 1
+                if body.get("resourceType") != "Bundle":
+                    if body.get("resourceType") == "OperationOutcome":
+                        raise FhirUnavailable("the FHIR server answered with an OperationOutcome")
+                    out.resources.append(body)
+                    break
+                problem = _collect_entries(body, query.kind, out.resources)
+                if problem:
+                    out.error = problem
+                    break
+                url = _next_link(body)
+        except FhirError as exc:
+            out.error = _reason(exc)
+        return out
+
+    def continue_bundle(self, bundle: Mapping[str, Any], kind: str) -> KindResult:
+        """Follow the ``next`` links of a Bundle already in hand (a paged prefetch); the first page is not
+        included in the result."""
+        url = _next_link(bundle)
+        if url is None:
+            return KindResult()
+        return self.search(Query(kind, url))
+
+    # --- everything at once --------------------------------------------------------------------------------
+    def fetch_all(self, queries: Mapping[str, Query]) -> dict[str, KindResult]:
+        """Run the queries concurrently; whatever is not finished by the deadline is "deadline passed"."""
+        if not self.trusted:
+            return {k: KindResult(error="the FHIR server is not on the allowlist (nothing sent)") for k in queries}
+        futures: dict[str, Future[KindResult]] = {k: _EXECUTOR.submit(self.search, q) for k, q in queries.items()}
+        wait(list(futures.values()), timeout=max(self.deadline.remaining(), 0))
+        out: dict[str, KindResult] = {}
+        for key, fut in futures.items():
+            if not fut.done():
+                fut.cancel()
+                out[key] = KindResult(error="deadline passed")
+                continue
+            try:
+                out[key] = fut.result()
+            except Exception as exc:  # a bug in parsing must not become a 500: the kind is simply not retrieved
+                log.error("fhir query failed unexpectedly", extra={"request_id": self.request_id,
+                                                                   "error": type(exc).__name__})
+                out[key] = KindResult(error="internal error while reading the FHIR response")
+        return out
+
+    def read_many(self, references: list[str]) -> tuple[list[dict[str, Any]], str | None]:
+        """Read resources by relative reference ("Medication/x") concurrently; (resources, first failure)."""
+        refs = references[:_MAX_MEDICATION_READS]
+        results = self.fetch_all({ref: Query(ref.split("/", 1)[0], ref) for ref in refs})
+        found, failure = [], None
+        for ref in refs:
+            r = results[ref]
+            found.extend(r.resources)
+            if r.error and failure is None:
+                failure = f"{ref}: {r.error}"
+        if len(references) > len(refs) and failure is None:
+            failure = f"more than {_MAX_MEDICATION_READS} referenced resources"
+        return found, failure
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).netloc.rsplit("@", 1)[-1] or "(no host)"
+    except ValueError:
+        return "(unparseable URL)"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait before retrying (a short default when the server does not say; None = do not retry)."""
+    if value is None:
+        return 0.2
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: certainly longer than a hook call can wait
+    return seconds if 0 <= seconds <= _MAX_RETRY_WAIT else None
+
+
+def _json_body(resp: requests.Response) -> dict[str, Any]:
+    length = resp.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > _MAX_BODY_BYTES:
+        raise FhirUnavailable("the FHIR response is too large")
+    try:
+        chunks, size = [], 0
+        for chunk in resp.iter_content(chunk_size=65536):
+            size += len(chunk)
+            if size > _MAX_BODY_BYTES:
+                raise FhirUnavailable("the FHIR response is too large")
+            chunks.append(chunk)
+    except requests.RequestException as exc:
+        raise FhirUnavailable("the FHIR response was cut off") from exc
+    try:
+        body = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise FhirUnavailable("the FHIR response is not JSON") from exc
+    if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
+        raise FhirUnavailable("the FHIR response is not a FHIR resource")
+    return body
+
+
+def _collect_entries(bundle: Mapping[str, Any], kind: str, into: list[dict[str, Any]]) -> str | None:
+    """Append a searchset's matches (and includes) to ``into``; a reason if the Bundle reports an error."""
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        return "the Bundle's entry is not a list"
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            continue
+        res = entry.get("resource")
+        if not isinstance(res, dict):
+            continue
+        search = entry.get("search")
+        mode = search.get("mode") if isinstance(search, Mapping) else None
+        if res.get("resourceType") == "OperationOutcome":
+            problem = outcome_error(res)
+            if problem:
+                return problem
+            continue  # warnings and information (e.g. an ignored search parameter)
+        if mode in (None, "match", "include"):
+            into.append(res)
+    return None
+
+
+def outcome_error(outcome: Mapping[str, Any]) -> str | None:
+    """A short reason when an OperationOutcome holds an error or fatal issue (its code, not its text, which
+    may quote data), else None."""
+    issues = outcome.get("issue")
+    if not isinstance(issues, list) or not issues:
+        return "the server reported a failure (OperationOutcome without issues)"
+    for issue in issues:
+        if isinstance(issue, Mapping) and issue.get("severity") in ("error", "fatal"):
+            code = issue.get("code")
+            return f"the server reported an error ({code})" if isinstance(code, str) else \
+                "the server reported an error"
+    return None
+
+
+def _next_link(bundle: Mapping[str, Any]) -> str | None:
+    links = bundle.get("link")
+    if not isinstance(links, list):
+        return None
+    for link in links:
+        if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"]
+    return None

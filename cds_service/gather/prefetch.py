@@ -1,0 +1,317 @@
+"""Prefetch: the templates the service asks the EHR for, and turning a hook's prefetch into a patient record.
+
+Templates are built once at start-up from the code tables, so the EHR is asked only for what the criteria
+can use: the Patient, and per kind of data a search by patient. Observations, by far the largest kind, are
+narrowed to the codes of the observation value sets (``system|code`` token lists, split over several keys
+when one URL would grow too long), newest first. Kinds that are matched by code prefixes (ICD-10 families)
+or by a referenced Medication cannot be narrowed with token equality, so they are asked for whole. The
+restricted prefetch syntax of CDS Hooks 2.0 has no relative dates, so no ``date=ge`` is used: a fixed date
+would go stale in the EHR's cached discovery answer.
+
+Prefetch semantics (CDS Hooks 2.0.1, "Prefetch"):
+
+* a key holding a resource or a Bundle: used; a paged searchset's ``next`` links are followed through the
+  FHIR server when we have access to it (otherwise the kind is *not retrieved*: the rest is unknown);
+* a key that is ``null``: the EHR looked and found nothing (retrieved, empty), never re-queried;
+* a key holding an ``OperationOutcome``: the EHR's query failed: the kind is *not retrieved* and is fetched
+  from ``fhirServer`` when we have access;
+* a key that is missing: fetched from ``fhirServer``; without a FHIR server that is a 412.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cds_service.errors import PreconditionFailed
+from cds_service.facts.codes import CodeTables
+from cds_service.gather.bundles import patient_reference_of
+from cds_service.gather.fhir_client import FhirClient, Query, outcome_error
+from cds_service.gather.record import PatientRecord, build_record
+
+__all__ = ["PrefetchTemplate", "build_templates", "discovery_prefetch", "Gathered", "gather", "PATIENT_TOKEN",
+           "observation_codes"]
+
+log = logging.getLogger("trialscreen.gather")
+
+PATIENT_TOKEN = "{{context.patientId}}"
+LOINC = "http://loinc.org"
+_MAX_QUERY_CHARS = 3000  # keeps every GET well under common 8 KB URL limits
+_MEDICATION_KINDS = ("MedicationRequest", "MedicationStatement", "MedicationAdministration")
+# The kinds of data the criteria read, with their prefetch key and whether "newest first" helps.
+_KINDS: tuple[tuple[str, str], ...] = (
+    ("conditions", "Condition"),
+    ("procedures", "Procedure"),
+    ("medication-requests", "MedicationRequest"),
+    ("medication-statements", "MedicationStatement"),
+    ("medication-administrations", "MedicationAdministration"),
+    ("immunizations", "Immunization"),
+    ("allergies", "AllergyIntolerance"),
+)
+_OBS_QUERY = re.compile(r"""\.(?:observations|results)\(\s*(?:["']([A-Za-z0-9_-]+)["']|([A-Z][A-Z0-9_]*)\b)""")
+_CONSTANT = re.compile(r"""^([A-Z][A-Z0-9_]*)\s*=\s*["']([a-z0-9-]+)["']""", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class PrefetchTemplate:
+    """One prefetch key: the kind of data it retrieves and its relative FHIR URL with ``{{context.patientId}}``."""
+
+    key: str
+    kind: str
+    template: str
+
+    def render(self, patient_id: str) -> str:
+        return self.template.replace(PATIENT_TOKEN, patient_id)
+
+
+def _criteria_observation_sets(criteria_dir: Path) -> set[str]:
+    """Value-set ids the criteria query as Observations (read from their source: best effort, widened below)."""
+    out: set[str] = set()
+    for path in sorted(criteria_dir.glob("*.py")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        constants = dict(_CONSTANT.findall(text))
+        for literal, name in _OBS_QUERY.findall(text):
+            value = literal or constants.get(name)
+            if value:
+                out.add(value)
+    return out
+
+
+def observation_codes(tables: CodeTables, criteria_dir: Path | None = None) -> list[str] | None:
+    """``system|code`` tokens of every Observation code the criteria can use, or None when the Observation
+    search cannot be narrowed by token equality (a value set matched by prefix)."""
+    criteria_dir = criteria_dir or Path(__file__).resolve().parents[1] / "criteria"
+    named = _criteria_observation_sets(criteria_dir)
+    tokens: list[str] = []
+    seen: set[str] = set()
+    for vs in tables.value_sets.values():
+        loinc = any(c.system == LOINC and not c.code.startswith("LA") for c in vs.concepts)
+        if not (vs.id in named or vs.unit is not None or loinc):
+            continue
+        for c in vs.concepts:
+            if c.match == "prefix":
+                return None
+            if c.system == LOINC and c.code.startswith("LA"):
+                continue  # LOINC answer codes are values, never an Observation's code
+            token = f"{c.system}|{c.code}"
+            if token not in seen:
+                seen.add(token)
+                tokens.append(token)
+    return tokens
+
+
+def _chunks(tokens: list[str], budget: int) -> Iterable[list[str]]:
+    chunk: list[str] = []
+    size = 0
+    for t in tokens:
+        if chunk and size + len(t) + 1 > budget:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(t)
+        size += len(t) + 1
+    if chunk:
+        yield chunk
+
+
+def build_templates(tables: CodeTables, *, page_size: int = 200,
+                    criteria_dir: Path | None = None) -> tuple[PrefetchTemplate, ...]:
+    """The service's prefetch templates, from the code tables (done once, at start-up)."""
+    count = f"_count={max(1, int(page_size))}"
+    pid = PATIENT_TOKEN
+    out = [PrefetchTemplate("patient", "Patient", f"Patient/{pid}")]
+    codes = observation_codes(tables, criteria_dir)
+    obs_base = f"Observation?patient={pid}&_sort=-date&{count}"
+    if codes is None:
+        out.append(PrefetchTemplate("observations", "Observation", obs_base))
+    elif codes:
+        budget = _MAX_QUERY_CHARS - len(obs_base) - len("&code=")
+        for n, chunk in enumerate(_chunks(codes, budget), 1):
+            key = "observations" if n == 1 else f"observations-{n}"
+            out.append(PrefetchTemplate(key, "Observation", f"{obs_base}&code={','.join(chunk)}"))
+    for key, kind in _KINDS:
+        out.append(PrefetchTemplate(key, kind, f"{kind}?patient={pid}&{count}"))
+    return tuple(out)
+
+
+def discovery_prefetch(templates: Iterable[PrefetchTemplate]) -> dict[str, str]:
+    """The ``prefetch`` object of the discovery response."""
+    return {t.key: t.template for t in templates}
+
+
+# --- reading a hook's prefetch -----------------------------------------------------------------------------
+@dataclass
+class Gathered:
+    """The gathered record (None when there is no Patient to screen, with ``why``) and how it was obtained."""
+
+    record: PatientRecord | None
+    why: str | None = None
+    fetched_keys: tuple[str, ...] = ()
+    dropped: int = 0  # resources about another patient, set aside
+    not_retrieved: dict[str, str] = field(default_factory=dict)
+
+
+def _add_reason(reasons: dict[str, str], kind: str, why: str) -> None:
+    if kind not in reasons:
+        reasons[kind] = why
+    elif why not in reasons[kind]:
+        reasons[kind] = f"{reasons[kind]}; {why}"
+
+
+def _resources_of(value: Mapping[str, Any], kind: str) -> tuple[list[dict[str, Any]], str | None]:
+    """Resources in one prefetch value (a resource or a Bundle), and a reason if the Bundle reports an error."""
+    if value.get("resourceType") != "Bundle":
+        return [dict(value)], None
+    out: list[dict[str, Any]] = []
+    for entry in value.get("entry") or []:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("resource"), dict):
+            continue
+        res = entry["resource"]
+        search = entry.get("search")
+        mode = search.get("mode") if isinstance(search, Mapping) else None
+        if res.get("resourceType") == "OperationOutcome":
+            problem = outcome_error(res)
+            if problem:
+                return out, problem
+            continue
+        if mode in (None, "match", "include"):
+            out.append(res)
+    return out, None
+
+
+def _has_next(bundle: Mapping[str, Any]) -> bool:
+    return any(isinstance(link, Mapping) and link.get("relation") == "next" for link in bundle.get("link") or [])
+
+
+def _medication_references(resources: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
+    """Medication references ("Medication/x") of medication resources, with the kinds that hold them."""
+    out: dict[str, set[str]] = {}
+    for res in resources:
+        kind = res.get("resourceType")
+        if kind not in _MEDICATION_KINDS:
+            continue
+        ref = res.get("medicationReference")
+        target = ref.get("reference") if isinstance(ref, Mapping) else None
+        if isinstance(target, str) and "Medication/" in target and not target.startswith("#"):
+            rel = "Medication/" + target.rsplit("Medication/", 1)[1].split("/_history")[0]
+            out.setdefault(rel, set()).add(kind)
+    return out
+
+
+def gather(patient_id: str, prefetch: Mapping[str, Any] | None, templates: Iterable[PrefetchTemplate],
+           client: FhirClient | None, *, request_id: str = "-") -> Gathered:
+    """The patient's record from the prefetch, completed from the FHIR server where needed and allowed.
+
+    ``client`` is None when the request names no FHIR server; a client that is not trusted sends nothing.
+    Raises PreconditionFailed (412) when prefetch keys are missing and there is no FHIR server at all.
+    """
+    templates = tuple(templates)
+    prefetch = prefetch or {}
+    raw: list[dict[str, Any]] = []
+    reasons: dict[str, str] = {}
+    to_fetch: dict[str, Query] = {}
+    missing = [t.key for t in templates if t.key not in prefetch]
+    if missing and client is None:
+        raise PreconditionFailed(f"prefetch key(s) {', '.join(missing)} missing and no fhirServer to fetch from",
+                                 field=f"prefetch.{missing[0]}")
+    for t in templates:
+        if t.key not in prefetch:
+            to_fetch[t.key] = Query(t.kind, t.render(patient_id))
+            continue
+        value = prefetch[t.key]
+        if value is None:
+            continue  # the EHR found nothing: retrieved, empty
+        if value.get("resourceType") == "OperationOutcome":
+            _add_reason(reasons, t.kind, "the EHR's prefetch query failed")
+            if client is not None:
+                to_fetch[t.key] = Query(t.kind, t.render(patient_id))
+            continue
+        resources, problem = _resources_of(value, t.kind)
+        raw.extend(resources)
+        if problem:
+            _add_reason(reasons, t.kind, f"the EHR's prefetch Bundle reports an error: {problem}")
+            if client is not None:
+                to_fetch[t.key] = Query(t.kind, t.render(patient_id))
+        elif value.get("resourceType") == "Bundle" and _has_next(value):
+            if client is None:
+                _add_reason(reasons, t.kind, "the prefetched Bundle has more pages and there is no FHIR server "
+                                             "to read them from")
+            else:
+                to_fetch[f"{t.key}#next"] = Query(t.kind, _next_url(value))
+    if to_fetch and client is not None:
+        results = client.fetch_all(to_fetch)
+        for key, result in results.items():
+            kind = to_fetch[key].kind
+            raw.extend(result.resources)
+            if result.error:
+                _add_reason(reasons, kind, result.error)
+            elif not key.endswith("#next") and _only_prefetch_failures(reasons.get(kind)):
+                # a re-fetch after a failed prefetch query succeeded: the kind is retrieved after all
+                del reasons[kind]
+    # Medications referenced by id: read them when we can, else the referencing kinds are incomplete.
+    present = {f"Medication/{r.get('id')}" for r in raw if r.get("resourceType") == "Medication"}
+    wanted = {ref: kinds for ref, kinds in _medication_references(raw).items() if ref not in present}
+    if wanted:
+        failure: str | None = "referenced Medication resources were not provided and there is no FHIR server"
+        if client is not None:
+            found, failure = client.read_many(sorted(wanted))
+            raw.extend(r for r in found if r.get("resourceType") == "Medication")
+        if failure:
+            for kinds in wanted.values():
+                for kind in kinds:
+                    _add_reason(reasons, kind, f"a referenced Medication could not be read ({failure})")
+    kept, dropped = _own_resources(raw, patient_id)
+    if dropped:
+        log.warning("prefetch held resources of another patient; set aside",
+                    extra={"request_id": request_id, "count": dropped})
+    patient_ref = f"Patient/{patient_id}"
+    if not any(r.get("resourceType") == "Patient" for r in kept):
+        why = reasons.get("Patient") or "no Patient resource"
+        return Gathered(None, why, tuple(to_fetch), dropped, reasons)
+    reasons.pop("Patient", None)
+    record = build_record(patient_ref, kept, not_retrieved=reasons)
+    if record.patient is None:
+        return Gathered(None, "the Patient resource could not be read", tuple(to_fetch), dropped, reasons)
+    return Gathered(record, None, tuple(to_fetch), dropped, reasons)
+
+
+def _only_prefetch_failures(reason: str | None) -> bool:
+    return reason is not None and all(part.startswith("the EHR's prefetch") for part in reason.split("; "))
+
+
+def _next_url(bundle: Mapping[str, Any]) -> str:
+    for link in bundle.get("link") or []:
+        if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"]
+    return ""
+
+
+def _own_resources(raw: list[dict[str, Any]], patient_id: str) -> tuple[list[dict[str, Any]], int]:
+    """Resources of this patient (or of no patient: Medication); drops the others. Deduplicates by Type/id."""
+    want = f"Patient/{patient_id}"
+    kept: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    dropped = 0
+    for res in raw:
+        rtype, rid = res.get("resourceType"), res.get("id")
+        if rtype == "Patient" and rid not in (None, patient_id):
+            dropped += 1
+            continue
+        ref = patient_reference_of(res, {})
+        if ref is not None and rtype != "Patient" and ref != want:
+            dropped += 1
+            continue
+        if isinstance(rid, str) and rid:
+            key = f"{rtype}/{rid}"
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(res)
+    return kept, dropped
+

@@ -1,0 +1,97 @@
+"""``POST /cds-services/<id>``: the patient-view hook.
+
+    request -> validate (400 / 404) -> gather the record (prefetch, then the trusted FHIR server; 412) ->
+    screen -> cards
+
+Without a Patient there is nothing to screen: the answer is ``{"cards": []}`` and a log line says why
+(never who). Everything a FHIR server does wrong ends as "not retrieved" kinds in the screening and a
+sentence in the card, never as an error response.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+import orjson
+from flask import Blueprint, Response, current_app, g, request
+
+from cds_service.cards.card import build_cards
+from cds_service.errors import InputError, ServiceNotFound
+from cds_service.gather.fhir_client import Deadline, FhirClient
+from cds_service.gather.prefetch import gather
+from cds_service.hooks.app import ServiceState, json_response, state
+from cds_service.hooks.discovery import HOOK, SERVICE_ID
+from cds_service.hooks.schemas import validate_request
+from cds_service.pipeline import screen
+
+__all__ = ["bp", "handle"]
+
+bp = Blueprint("patient_view", __name__)
+log = logging.getLogger("trialscreen.hook")
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or "(no host)"
+    except ValueError:
+        return "(unparseable)"
+
+
+def _report_url(svc: ServiceState, screening: object) -> str | None:
+    if svc.save_report is None:
+        return None
+    try:
+        token = svc.save_report(screening)
+    except Exception as exc:  # a failing report store must not cost the clinician the card
+        log.error("report store failed", extra={"error": type(exc).__name__})
+        return None
+    if not token:
+        return None
+    base = svc.settings.public_url.rstrip("/") if svc.settings.public_url else request.url_root.rstrip("/")
+    return f"{base}/report/{token}"
+
+
+def handle(svc: ServiceState, body: object, request_id: str) -> dict:
+    """Answer one validated-or-not patient-view request body (raises InputError subclasses for 4xx)."""
+    if isinstance(body, dict) and isinstance(body.get("hook"), str) and body["hook"] != HOOK:
+        raise InputError(f"hook {body['hook'][:100]!r} is not served by this service (it serves {HOOK})",
+                         field="hook")
+    req = validate_request(body)
+    settings = svc.settings
+    patient_id = req["context"]["patientId"]
+    deadline = Deadline(settings.fhir_deadline_seconds)
+    client = None
+    server = req.get("fhirServer")
+    if server:
+        auth = req.get("fhirAuthorization") or {}
+        client = FhirClient(server, token=auth.get("access_token"), allowlist=svc.allowlist,
+                            max_pages=settings.fhir_max_pages, deadline=deadline, request_id=request_id)
+        if not client.trusted:
+            log.warning("fhirServer is not on the allowlist: nothing is fetched from it",
+                        extra={"host": _host(server)})
+    gathered = gather(patient_id, req.get("prefetch"), svc.templates, client, request_id=request_id)
+    if gathered.record is None:
+        log.info("no patient record to screen: no card", extra={"reason": gathered.why,
+                                                                "fetched": len(gathered.fetched_keys)})
+        return {"cards": []}
+    screening = screen(gathered.record, svc.clock(), svc.knowledge)
+    cards = build_cards(screening, rules=svc.knowledge.rules, report_url=_report_url(svc, screening),
+                        hook_instance=req["hookInstance"], explain_ineligibility=settings.explain_ineligibility)
+    log.info("screened", extra={"hook": HOOK, "screening_status": screening.status, "cards": len(cards),
+                                "not_retrieved": sorted(screening.not_retrieved) or None,
+                                "fetched": len(gathered.fetched_keys)})
+    return {"cards": cards}
+
+
+@bp.post("/cds-services/<service_id>")
+def patient_view(service_id: str) -> Response:
+    """The patient-view hook of the screening service."""
+    if service_id != SERVICE_ID:
+        raise ServiceNotFound("no CDS service with this id", field="id")
+    raw = request.get_data(cache=False)  # 413 above max_body_bytes (werkzeug)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InputError("the request body is not valid JSON") from None
+    return json_response(handle(state(current_app), body, getattr(g, "request_id", "-")))
