@@ -9,7 +9,7 @@ inline styles only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +20,8 @@ from cds_service.config import Settings
 from cds_service.rules import TrialRules
 from cds_service.store import ReportStore, Store, open_store
 
-__all__ = ["STORE_KEY", "init_reports", "create_report_link", "report_blueprint", "report_store_of", "SECURITY_HEADERS"]
+__all__ = ["STORE_KEY", "SECURITY_HEADERS", "init_reports", "create_report_link", "report_blueprint", "report_saver",
+           "report_store_of"]
 
 STORE_KEY = "trialscreen.store"
 SECURITY_HEADERS = {
@@ -65,6 +66,16 @@ def init_reports(app: Flask, settings: Settings, rules: TrialRules, store: Store
     app.extensions[STORE_KEY] = store
     app.register_blueprint(report_blueprint(store.reports, rules))
     return store
+
+
+def report_saver(store: Store) -> Callable[[Any], str]:
+    """A ``save_report`` callable for the service state: store a Screening (or its JSON) and return the token."""
+
+    def save(screening: Any) -> str:
+        data = screening.to_json() if hasattr(screening, "to_json") else screening
+        return store.reports.create(data, store.report_ttl)
+
+    return save
 
 
 def report_store_of(app_or_store: Flask | Store | ReportStore) -> tuple[ReportStore, timedelta]:

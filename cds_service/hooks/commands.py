@@ -1,0 +1,351 @@
+"""The service's commands: ``trialscreen serve``, ``trialscreen demo`` and ``trialscreen fixtures upload``.
+
+* ``serve`` checks the configuration and migrates the database once, then replaces itself with gunicorn
+  running ``cds_service.hooks.app:create_app()`` (workers import the app themselves: no engine or pool is
+  shared across a fork).
+* ``demo`` builds the app, serves it on 127.0.0.1 from a threaded WSGI server, replays a ``patient-view`` call
+  with full prefetch for every fixture patient, prints the cards, and keeps serving until Ctrl-C.
+* ``fixtures upload`` PUTs every fixture patient to a FHIR server as a transaction Bundle and prints each
+  patient's id with the status the engine gives it at the fixtures' time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socketserver
+import sys
+import tempfile
+import textwrap
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import requests
+
+from cds_service.config import Settings, load_knowledge
+from cds_service.errors import ConfigurationError, InputError
+from cds_service.hooks.demo_data import (
+    FIXTURE_TIME,
+    FixturePatient,
+    default_fixtures_dir,
+    expected_status,
+    load_fixture_patients,
+    prefetch_for,
+    transaction_for,
+    valid_prefix,
+)
+
+__all__ = ["add_service_commands", "LocalServer", "serve_in_thread", "demo_settings", "demo_request_headers",
+           "APP_SPEC", "replay", "upload_fixtures"]
+
+APP_SPEC = "cds_service.hooks.app:create_app()"
+FHIR_JSON = "application/fhir+json"
+
+
+# --- a real HTTP server in a thread (demo, browser tests) --------------------------------------------------
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+        """No access log: a report URL carries a token, and the app logs each request itself."""
+
+
+@dataclass
+class LocalServer:
+    """A WSGI app served on a loopback port by a thread; ``stop()`` shuts it down."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+def serve_in_thread(app: Callable[..., Any], host: str = "127.0.0.1", port: int = 0) -> LocalServer:
+    """Serve ``app`` on ``host:port`` (0: a free port) from a daemon thread, one thread per request."""
+    server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="trialscreen-http", daemon=True)
+    thread.start()
+    return LocalServer(server, thread)
+
+
+# --- demo mode: the places issue 4 (authentication, CORS) plugs into ----------------------------------------
+def demo_settings(state_dir: Path) -> dict[str, Any]:
+    """Settings overrides for ``trialscreen demo``: its own SQLite store in ``state_dir``.
+
+    Demo-only relaxations (CORS for the sandbox, the demo's own trusted client key) belong here, so that
+    ``serve`` never gets them.
+    """
+    return {"state_dir": state_dir}
+
+
+def demo_request_headers(base_url: str, service_id: str) -> dict[str, str]:
+    """HTTP headers for the demo's own hook calls (an ``Authorization`` header, once clients must sign in)."""
+    return {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+# --- serve --------------------------------------------------------------------------------------------------
+def _gunicorn_argv(host: str, port: int, workers: int, timeout: int) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--timeout", str(timeout), "--graceful-timeout", "20", "--worker-tmp-dir", tempfile.gettempdir(),
+            APP_SPEC]
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from cds_service.hooks.app import create_app
+
+    # Fail here, with a readable message, rather than in every gunicorn worker; this also runs the database
+    # migrations once before the workers start.
+    app = create_app()
+    store = app.extensions.get("trialscreen.store")
+    if store is not None:
+        store.close()
+    argv = _gunicorn_argv(args.host, args.port, args.workers, args.timeout)
+    print(f"trialscreen: serving on http://{args.host}:{args.port} with gunicorn ({args.workers} workers)",
+          file=sys.stderr, flush=True)
+    os.execv(argv[0], argv)
+    return 0  # pragma: no cover - execv does not return
+
+
+# --- demo ---------------------------------------------------------------------------------------------------
+def _discovery(session: requests.Session, base_url: str) -> dict[str, Any]:
+    resp = session.get(f"{base_url}/cds-services", timeout=30)
+    resp.raise_for_status()
+    services = resp.json().get("services") or []
+    service = next((s for s in services if s.get("hook") == "patient-view"), None)
+    if service is None:
+        raise ConfigurationError("the service's discovery document lists no patient-view service")
+    return service
+
+
+def replay(base_url: str, patients: list[FixturePatient], *, session: requests.Session | None = None
+           ) -> list[tuple[FixturePatient, int, dict[str, Any]]]:
+    """POST a patient-view call with full prefetch for each patient; return (patient, HTTP status, body)."""
+    session = session or requests.Session()
+    service = _discovery(session, base_url)
+    templates = service.get("prefetch") or {}
+    url = f"{base_url}/cds-services/{service['id']}"
+    out = []
+    for p in patients:
+        body = {
+            "hook": "patient-view",
+            "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/demo-hematologist", "patientId": p.patient_id},
+            "prefetch": prefetch_for(p, templates),
+        }
+        resp = session.post(url, json=body, headers=demo_request_headers(base_url, service["id"]), timeout=60)
+        try:
+            payload = resp.json()
+        except ValueError:
+            payload = {"error": resp.text[:500]}
+        out.append((p, resp.status_code, payload))
+    return out
+
+
+def _wrap(text: str, indent: str, width: int = 100) -> list[str]:
+    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent) or [indent]
+
+
+def _detail_lines(detail: str, limit: int) -> list[str]:
+    lines = [ln.rstrip() for ln in detail.splitlines() if ln.strip()]
+    shown = lines[:limit]
+    if len(lines) > limit:
+        shown.append(f"... ({len(lines) - limit} more lines in the card)")
+    return shown
+
+
+def format_cards(patient: FixturePatient, status: int, payload: Mapping[str, Any], *, detail_lines: int = 6,
+                 verdict: str | None = None) -> str:
+    """One patient's hook answer as terminal text: each card's summary, detail opening and links."""
+    head = f"== {patient.patient_id}  ({patient.source})"
+    lines = [head]
+    if status != 200:
+        issue = (payload.get("issue") or [{}])[0] if isinstance(payload, Mapping) else {}
+        lines.append(f"   HTTP {status}: {issue.get('diagnostics') or payload}")
+        return "\n".join(lines)
+    cards = payload.get("cards") or []
+    if not cards:
+        why = f" (engine status: {verdict})" if verdict else ""
+        lines.append(f"   no card{why}")
+        return "\n".join(lines)
+    for card in cards:
+        lines.extend(_wrap(f"[{card.get('indicator', '?')}] {card.get('summary', '')}", "   "))
+        for ln in _detail_lines(str(card.get("detail") or ""), detail_lines):
+            lines.extend(_wrap(ln, "     | "))
+        for link in card.get("links") or []:
+            lines.append(f"     -> {link.get('label')}: {link.get('url')}")
+        for s in card.get("suggestions") or []:
+            lines.append(f"     suggestion: {s.get('label')}")
+    return "\n".join(lines)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from cds_service.hooks.app import create_app
+
+    out: TextIO = sys.stdout
+    at = args.at or FIXTURE_TIME
+    base = Settings.from_env()
+    tmp = None
+    overrides: dict[str, Any]
+    if base.database_url:
+        overrides = {}
+    else:
+        tmp = tempfile.mkdtemp(prefix="trialscreen-demo-")
+        overrides = demo_settings(Path(tmp))
+    overrides["clock"] = lambda: at
+    try:
+        try:
+            patients = load_fixture_patients(args.fixtures)
+        except InputError as exc:
+            print(f"trialscreen: {exc}", file=sys.stderr)
+            return 2
+        app = create_app(overrides)
+        server = serve_in_thread(app, "127.0.0.1", args.port)
+        knowledge = app.extensions["trialscreen"].knowledge
+        try:
+            print(f"TrialScreen demo: CDS service at {server.base_url}/cds-services "
+                  f"(evaluation time {at.isoformat()}, the fixtures' date)\n", file=out, flush=True)
+            results = replay(server.base_url, patients)
+            with_cards = 0
+            for patient, status, payload in results:
+                cards = payload.get("cards") if status == 200 else None
+                with_cards += bool(cards)
+                verdict = None if cards else expected_status(patient, knowledge, at)
+                print(format_cards(patient, status, payload, verdict=verdict) + "\n", file=out, flush=True)
+            failed = sum(1 for _, status, _ in results if status != 200)
+            print(f"{len(results)} patients replayed: {with_cards} with a card, {failed} errors.", file=out)
+            if args.no_serve:
+                return 1 if failed else 0
+            print(f"\nStill serving at {server.base_url}/cds-services: point a CDS Hooks client at it. "
+                  "Ctrl-C stops.", file=out, flush=True)
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                print("\nstopped", file=out)
+            return 0
+        finally:
+            server.stop()
+            store = app.extensions.get("trialscreen.store")
+            if store is not None:
+                store.close()
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- fixtures upload ----------------------------------------------------------------------------------------
+def upload_fixtures(fhir_server: str, patients: list[FixturePatient], prefix: str = "", *,
+                    session: requests.Session | None = None, token: str | None = None,
+                    timeout: float = 120.0) -> list[str]:
+    """POST each patient as a transaction Bundle to ``fhir_server``; return the uploaded patient ids.
+
+    Raises InputError naming the patient when the server refuses a Bundle (a transaction is all-or-nothing).
+    """
+    session = session or requests.Session()
+    headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    uploaded = []
+    for p in patients:
+        resp = session.post(fhir_server.rstrip("/"), json=transaction_for(p, prefix), headers=headers,
+                            timeout=timeout)
+        if resp.status_code not in (200, 201):
+            raise InputError(f"{p.source}: the FHIR server refused the transaction for {prefix}{p.patient_id}: "
+                             f"HTTP {resp.status_code} {_outcome_text(resp)}")
+        uploaded.append(prefix + p.patient_id)
+    return uploaded
+
+
+def _outcome_text(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:300]
+    issues = body.get("issue") if isinstance(body, dict) else None
+    if isinstance(issues, list):
+        return "; ".join(str(i.get("diagnostics") or i.get("details", {}).get("text") or i.get("code"))
+                         for i in issues[:3] if isinstance(i, dict))
+    return str(body)[:300]
+
+
+def _cmd_fixtures_upload(args: argparse.Namespace) -> int:
+    try:
+        prefix = valid_prefix(args.id_prefix)
+        patients = load_fixture_patients(args.fixtures)
+        knowledge = load_knowledge(Settings.from_env())
+        upload_fixtures(args.fhir_server, patients, prefix, token=args.token)
+    except requests.RequestException as exc:
+        print(f"trialscreen: cannot reach the FHIR server: {type(exc).__name__}", file=sys.stderr)
+        return 2
+    except InputError as exc:
+        print(f"trialscreen: {exc}", file=sys.stderr)
+        return 2
+    print(f"Uploaded {len(patients)} patients to {args.fhir_server.rstrip('/')}.")
+    print(f"Expected status = the engine's own verdict at the fixtures' time {FIXTURE_TIME.isoformat()} "
+          "(screened locally; a service evaluating at another time can differ where data has aged).")
+    width = max(len(prefix + p.patient_id) for p in patients)
+    for p in patients:
+        print(f"  {prefix + p.patient_id:<{width}}  {expected_status(p, knowledge):<20} {p.source}")
+    return 0
+
+
+def _parse_at(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _cmd_fixtures_help(args: argparse.Namespace) -> int:
+    args.fixtures_parser.print_help()
+    return 2
+
+
+def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``serve``, ``demo`` and ``fixtures upload`` to the ``trialscreen`` command."""
+    p = subparsers.add_parser("serve", help="run the CDS Hooks service with gunicorn")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    p.add_argument("--timeout", type=int, default=30, help="gunicorn worker timeout in seconds (default 30)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = subparsers.add_parser("demo", help="serve on 127.0.0.1 and replay a patient-view call per fixture patient")
+    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080; 0 = any free port)")
+    p.add_argument("--no-serve", action="store_true", help="exit after the replay instead of serving on")
+    p.add_argument("--fixtures", type=Path, default=default_fixtures_dir(), help="folder of fixture records")
+    p.add_argument("--at", type=_parse_at, default=None,
+                   help=f"evaluation time (default {FIXTURE_TIME.isoformat()}, the fixtures' date)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = subparsers.add_parser("fixtures", help="work with the fixture patients")
+    fsub = p.add_subparsers(dest="fixtures_command")
+    p.set_defaults(func=_cmd_fixtures_help, fixtures_parser=p)
+    u = fsub.add_parser("upload", help="PUT the fixture patients to a FHIR server as transaction Bundles")
+    u.add_argument("--fhir-server", required=True, metavar="URL", help="FHIR R4 base URL")
+    u.add_argument("--id-prefix", default="ts-", metavar="PREFIX",
+                   help="prefix for every uploaded resource id, so a shared server has no clashes (default ts-)")
+    u.add_argument("--fixtures", type=Path, default=default_fixtures_dir(), help="folder of fixture records")
+    u.add_argument("--token", default=os.environ.get("TRIALSCREEN_UPLOAD_TOKEN") or None,
+                   help="bearer token for the FHIR server (default: $TRIALSCREEN_UPLOAD_TOKEN)")
+    u.set_defaults(func=_cmd_fixtures_upload)
