@@ -1,0 +1,210 @@
+"""Cards from screenings: which card (if any), its summary, detail, suggestion, links and ids.
+
+Screenings are built directly (``Screening`` + ``CriterionResult``) so each card rule is tested on its own,
+whatever the criteria decide for a given record.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import uuid
+from datetime import date
+from pathlib import Path
+
+import pytest
+from builders import AT
+
+from cds_service.cards.card import SCREENING_EXTENSION, TIME_PASSING, build_cards, card_uuid
+from cds_service.cards.detail import md
+from cds_service.config import Settings, load_knowledge
+from cds_service.criteria.result import CriterionResult, Evidence, Result
+from cds_service.pipeline import Screening
+
+RULES = load_knowledge(Settings.from_env({})).rules
+HOOK = "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea"
+M, N, U = Result.MET, Result.NOT_MET, Result.UNKNOWN
+
+
+def _screening(status: str, overrides: dict[str, CriterionResult] | None = None,
+               not_retrieved: dict[str, str] | None = None) -> Screening:
+    """Every criterion fine (inclusions met, exclusions not met), then the overrides."""
+    overrides = overrides or {}
+    criteria = []
+    for info in RULES.criteria:
+        default = CriterionResult(info.id, info.kind, M if info.kind == "inclusion" else N, "Fine.")
+        criteria.append(overrides.get(info.id, default))
+    return Screening(RULES.trial_id, "Patient/p1", AT, status, tuple(criteria), (), dict(not_retrieved or {}))
+
+
+def _c(cid: str, result: Result, reason: str = "Because.", *evidence: Evidence, until: date | None = None):
+    kind = RULES.criterion(cid).kind
+    return CriterionResult(cid, kind, result, reason, tuple(evidence), until)
+
+
+def _cards(s: Screening, **kw) -> list[dict]:
+    args = dict(rules=RULES, report_url=None, hook_instance=HOOK, explain_ineligibility=False)
+    args.update(kw)
+    return build_cards(s, **args)
+
+
+# --- potential candidate ---------------------------------------------------------------------------------------
+def test_potential_candidate_gets_one_info_card_counting_items_to_confirm():
+    s = _screening("potential-candidate", {"I3": _c("I3", U, "No CD38 result."), "I4": _c("I4", U)})
+    [card] = _cards(s)
+    assert card["indicator"] == "info"
+    assert card["summary"] == "Possible candidate for NCT06880354 (CLL1/CD38 CAR-T, r/r AML): 2 items to confirm"
+    assert len(card["summary"]) < 140
+
+
+def test_detail_says_nothing_blocks_and_how_to_resolve_each_item():
+    s = _screening("potential-candidate", {"I3": _c("I3", U, "No CD38 result.")})
+    detail = _cards(s)[0]["detail"]
+    assert "**Blocking:** nothing found." in detail
+    assert "**To confirm (1):**" in detail
+    assert "No CD38 result." in detail
+    assert md(RULES.criterion("I3").resolve) in detail
+
+
+def test_detail_shows_key_values_with_dates():
+    alt = Evidence("Observation/alt1", 41, "U/L", "2026-09-20", display="ALT", note="1.0 x ULN")
+    crcl = Evidence("Observation/cr1", 0.9, "mg/dL", "2026-09-21", display="Creatinine",
+                    note="CrCl 88 mL/min from age 56, weight 70 kg, female")
+    s = _screening("potential-candidate", {"I7a": _c("I7a", M, "ALT 1.0 x ULN.", alt),
+                                           "I7c": _c("I7c", M, "CrCl 88 mL/min.", crcl)})
+    detail = _cards(s)[0]["detail"]
+    assert "**Key values:**" in detail
+    assert "ALT: 41 U/L (2026-09-20; 1.0 x ULN)" in detail
+    assert "weight 70 kg" in detail
+    assert "LVEF (I7d, met): none usable recorded" in detail
+
+
+def test_referral_suggestion_creates_a_proposed_service_request():
+    [card] = _cards(_screening("potential-candidate"))
+    assert card["selectionBehavior"] == "at-most-one"
+    [suggestion] = card["suggestions"]
+    assert suggestion["label"] == "Refer to the study team"
+    [action] = suggestion["actions"]
+    assert action["type"] == "create" and action["description"]
+    sr = action["resource"]
+    assert sr["resourceType"] == "ServiceRequest"
+    assert sr["intent"] == "proposal" and sr["status"] == "draft"
+    assert sr["subject"] == {"reference": "Patient/p1"}
+    assert "NCT06880354" in sr["reasonCode"][0]["text"]
+    assert "NCT06880354" in sr["note"][0]["text"]
+
+
+def test_source_links_override_reasons_and_extension():
+    s = _screening("potential-candidate")
+    [card] = _cards(s, report_url="https://ts.example.org/report/abc")
+    assert card["source"]["label"] and card["source"]["url"] == RULES.registry_url
+    assert card["source"]["topic"]["code"]
+    assert [link["url"] for link in card["links"]] == [RULES.registry_url, "https://ts.example.org/report/abc"]
+    assert all(link["type"] == "absolute" for link in card["links"])
+    assert {r["display"] for r in card["overrideReasons"]} >= {"Patient declined", "Already referred",
+                                                              "Not a candidate in my judgement"}
+    assert card["extension"][SCREENING_EXTENSION] == s.to_json()
+
+
+def test_without_report_url_there_is_only_the_registry_link():
+    [card] = _cards(_screening("potential-candidate"))
+    assert [link["url"] for link in card["links"]] == [RULES.registry_url]
+
+
+def test_uuids_are_stable_per_hook_call_and_differ_between_calls():
+    s = _screening("potential-candidate")
+    a, b = _cards(s)[0], _cards(s)[0]
+    c = _cards(s, hook_instance="0d6f6ea4-2a62-4c1d-9b4e-52f5e4e7f0a1")[0]
+    assert a["uuid"] == b["uuid"] != c["uuid"]
+    uuid.UUID(a["uuid"])
+    assert a["uuid"] == card_uuid(HOOK, "potential-candidate")
+    assert a["suggestions"][0]["uuid"] != a["uuid"]
+
+
+def test_not_retrieved_kinds_are_named_with_their_reason():
+    s = _screening("potential-candidate", not_retrieved={"Observation": "deadline passed"})
+    detail = _cards(s)[0]["detail"]
+    assert "**Data not retrieved**" in detail and "- Observation: deadline passed" in detail
+
+
+def test_record_text_cannot_inject_markdown_or_html():
+    evil = Evidence("Observation/x", "<script>alert(1)</script>", None, "2026-09-20", display="[click](http://x)")
+    s = _screening("potential-candidate", {"I7a": _c("I7a", M, "ok", evil)})
+    detail = _cards(s)[0]["detail"]
+    assert re.search(r"(?<!\\)<", detail) is None  # every "<" escaped: shown as text, never as HTML
+    assert re.search(r"(?<!\\)\[click", detail) is None
+
+
+# --- ineligible for now ----------------------------------------------------------------------------------------
+def test_time_window_exclusion_gets_a_not_eligible_until_card():
+    s = _screening("ineligible", {"E15": _c("E15", M, "Live vaccine on 2026-09-20.", until=date(2026, 10, 19))})
+    [card] = _cards(s)
+    assert card["summary"].startswith("Not eligible for NCT06880354 until 2026-10-19: Live attenuated vaccine")
+    assert len(card["summary"]) < 140
+    assert "suggestions" not in card and "selectionBehavior" not in card
+    assert "2026-10-19" in card["detail"]
+
+
+def test_several_windows_give_the_latest_date():
+    s = _screening("ineligible", {
+        "E15": _c("E15", M, until=date(2026, 10, 19)),
+        "E16": _c("E16", M, until=date(2026, 10, 25)),
+    })
+    [card] = _cards(s)
+    assert "until 2026-10-25" in card["summary"] and "(+1 more)" in card["summary"]
+
+
+@pytest.mark.parametrize("overrides", [
+    {"E15": _c("E15", M, until=date(2026, 10, 19)), "I1": _c("I1", N)},  # a lasting reason too
+    {"E15": _c("E15", M)},  # a window exclusion without a date
+    {"E3": _c("E3", M)},  # APL: not a window
+])
+def test_other_ineligibility_gives_no_card(overrides):
+    assert _cards(_screening("ineligible", overrides)) == []
+
+
+def test_not_applicable_gives_no_card():
+    assert _cards(_screening("not-applicable")) == []
+
+
+def test_explain_ineligibility_shows_ineligible_and_not_applicable():
+    s = _screening("ineligible", {"I1": _c("I1", N, "Age 75.")})
+    [card] = _cards(s, explain_ineligibility=True)
+    assert card["summary"].startswith("Not eligible for NCT06880354: Age 18-70")
+    assert "Age 75." in card["detail"]
+    [na] = _cards(_screening("not-applicable"), explain_ineligibility=True)
+    assert "does not apply" in na["summary"]
+
+
+def test_time_passing_list_is_the_protocol_windows():
+    assert TIME_PASSING == {"E2a", "E2c", "E2d", "E2e", "E5", "E9", "E10b", "E15", "E16"}
+
+
+def test_summary_is_cut_below_140_characters():
+    long = _c("E15", M, until=date(2026, 10, 19))
+    rules_label = RULES.criterion("E15").label
+    s = _screening("ineligible", {"E15": long})
+    assert len(_cards(s)[0]["summary"]) < 140 and rules_label[:20] in _cards(s)[0]["summary"]
+
+
+def test_no_null_or_empty_fields():
+    def walk(v, where="card"):
+        assert v is not None and v != "" and v != [] and v != {}, where
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k != "extension":
+                    walk(x, f"{where}.{k}")
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{where}[{i}]")
+
+    for card in _cards(_screening("potential-candidate")):
+        walk(card)
+
+
+def test_cards_room_does_no_io():
+    for name in ("card.py", "detail.py"):
+        tree = ast.parse((Path(__file__).parents[2] / "cds_service" / "cards" / name).read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not imported & {"flask", "requests", "urllib3", "socket", "http"}, name
