@@ -117,7 +117,8 @@ def age_18_to_70_at_consent(facts: Facts) -> Verdict:
         return met(f"Age {age_text} at consent is within {t['age_min_years']}-{t['age_max_years']}.", ev)
     if ok == {False}:
         return not_met(f"Age {age_text} at consent is outside {t['age_min_years']}-{t['age_max_years']}.", ev)
-    return unknown(f"The partial birth date gives an age of {age_text}, on both sides of the age limit.", ev)
+    return unknown(f"The partial birth date gives an age of {age_text}, on both sides of the age limit: record the "
+                   "full date of birth.", ev)
 
 
 @criterion("I2")
@@ -182,9 +183,10 @@ def relapsed_refractory_aml(facts: Facts) -> Verdict:
         return met(f"Relapsed/refractory AML: {rr_text}.", *rr_ev)
     ev = [evidence_of(c) for c in usable] + list(blasts.evidence) + doubtful
     extra = f" {blasts.text}." if blasts.text else ""
+    blast_limit = facts.rules.thresholds["relapse_blasts_min_percent"]
     return unknown("AML is recorded but relapsed/refractory status is not documented: document relapse "
-                   "(bone-marrow blasts >= 5% after complete remission) or refractory disease (no remission after "
-                   f"2 induction courses).{extra}", *ev)
+                   f"(bone-marrow blasts >= {blast_limit:g}% after complete remission) or refractory disease (no "
+                   f"remission after 2 induction courses).{extra}", *ev)
 
 
 def _apl_evidence(facts: Facts) -> tuple[list[Evidence], list[tuple[Evidence, str]]]:
@@ -692,25 +694,26 @@ def negative_hcg_and_contraception(facts: Facts) -> Verdict:
     test = pregnancy_test(facts)
     if test.call is Result.MET and sex != "male":
         return not_met(f"hCG positive on {_day(test.obs)}.", *test.evidence)
-    agreements = "contraception for 2 years after infusion"
+    agreement = "the agreement to use highly effective contraception for 2 years after infusion"
     if sex == "male":
         return unknown("Needs confirmation by the study team: hCG does not apply to a male patient; he must agree "
-                       f"not to donate sperm and to use highly effective {agreements} (with his partner).",
+                       "not to donate sperm and (with his partner) to use highly effective contraception for 2 years "
+                       "after infusion.",
                        Evidence(facts.patient_ref, value="male", note="sex"))
     non_cb = _non_childbearing(facts)
     if sex == "female" and non_cb:
         return unknown("Needs confirmation by the study team: hCG does not apply (documented non-childbearing "
-                       f"potential); confirm the {agreements} agreement as it applies.", *non_cb)
+                       f"potential); confirm {agreement} as it applies.", *non_cb)
     who = "a woman of childbearing potential" if sex == "female" else \
         "a patient of unrecorded sex (record sex; treated as possibly of childbearing potential)"
     sex_ev = Evidence(facts.patient_ref, value=sex or "unknown", note="sex")
     if test.call is Result.NOT_MET:
-        return unknown(f"hCG negative on {_day(test.obs)} for {who}; baseline hCG and {agreements} agreement to "
-                       "confirm.", *test.evidence, sex_ev)
+        return unknown(f"hCG negative on {_day(test.obs)} ({who}); baseline hCG and {agreement} to confirm.",
+                       *test.evidence, sex_ev)
     if test.obs is not None:
         return unknown(f"The hCG of {_day(test.obs)} has no positive/negative call ({who}); repeat or review the "
-                       f"hCG, then confirm baseline hCG and the {agreements} agreement.", *test.evidence, sex_ev)
-    return unknown(f"{test.missing} Order hCG for {who}; then confirm baseline hCG and the {agreements} agreement.",
+                       f"hCG, then confirm baseline hCG and {agreement}.", *test.evidence, sex_ev)
+    return unknown(f"{test.missing} Order hCG ({who}); then confirm baseline hCG and {agreement}.",
                    *test.evidence, sex_ev)
 
 

@@ -817,3 +817,74 @@ def test_I9_unconfirmed_menopause_keeps_wocbp() -> None:
 def test_I9_is_never_met() -> None:
     for record in ([WOMAN, hcg_coded("LA6577-6")], [MALE_60], [WOMAN, condition(ICD10CM, "Z90.710")]):
         assert verdict("I9", *record).result is not MET
+
+
+# --- further cases ------------------------------------------------------------------------------------------------
+
+def test_I2_disease_status_remission_then_blasts_is_met() -> None:
+    cr = coded_observation(LOINC, "97509-4", SCT, "550991000124107", date=date_ago(200))
+    v = verdict("I2", MALE_60, condition(SCT, "91861009", onset="2025-01-10"), cr, lab("11150-0", 8, "%", ago=15))
+    assert v.result is MET
+    assert v.evidence[0].reference == cr["resourceType"] + "/" + cr["id"]
+
+
+def test_I2_blast_threshold_comes_from_rules() -> None:
+    record = (MALE_60, condition(ICD10CM, "C92.01", onset="2026-03-01"), lab("11150-0", 8, "%", ago=10))
+    assert verdict("I2", *record).result is MET
+    k = with_thresholds(relapse_blasts_min_percent=10)
+    v = verdict("I2", *record, knowledge=k)
+    assert v.result is UNKNOWN
+    assert ">= 10%" in v.reason
+
+
+def test_I7b_gilbert_with_other_congenital_form_is_unknown() -> None:
+    v = verdict("I7b", MALE_60, condition(ICD10CM, "E80.4"), condition(ICD10CM, "E80.6"), direct_bili(0.2))
+    assert v.result is UNKNOWN
+
+
+def test_I7b_conjugated_bilirubin_needs_review() -> None:
+    conj = lab("15152-2", 0.2, "mg/dL", 0.3)
+    v = verdict("I7b", MALE_60, condition(ICD10CM, "E80.4"), conj)
+    assert v.result is UNKNOWN
+    assert "review" in v.reason
+
+
+def test_I7c_stated_weight_only_is_unknown() -> None:
+    v = verdict("I7c", MALE_50, scr(1.0), weight(70, code="3142-7"))
+    assert v.result is UNKNOWN
+    assert "review" in v.reason
+
+
+def test_I7e_capillary_oximetry_needs_review() -> None:
+    assert verdict("I7e", MALE_60, spo2(97, code="2710-2", component=[o2_flow(0)])).result is UNKNOWN
+
+
+def test_I7e_finger_oximetry_preferred_over_newer_blood_gas() -> None:
+    v = verdict("I7e", MALE_60, spo2(98, code="2708-6", ago=0.5), spo2(95, component=[o2_flow(0)], ago=2))
+    assert v.result is MET
+
+
+def test_I7e_fio2_above_room_air_is_oxygen() -> None:
+    comp = {"code": cc(LOINC, "3150-0"), "valueQuantity": {"value": 28, "unit": "%", "system": UCUM, "code": "%"}}
+    v = verdict("I7e", MALE_60, spo2(96, component=[comp]))
+    assert v.result is UNKNOWN
+    assert "supplemental oxygen" in v.reason
+
+
+def test_I7e_on_oxygen_coded_value_is_unknown() -> None:
+    comp = {"code": cc(LOINC, "3151-8"), "valueCodeableConcept": cc(SCT, "371825009")}
+    assert verdict("I7e", MALE_60, spo2(96, component=[comp])).result is UNKNOWN
+
+
+def test_I7e_observation_at_another_time_does_not_document_room_air() -> None:
+    fio2 = observation(LOINC, "3150-0", value=21, unit="%", date=days_ago(3))
+    assert verdict("I7e", MALE_60, spo2(96, ago=1), fio2).result is UNKNOWN
+
+
+def test_I8_flags_steroid_dependence() -> None:
+    v = verdict("I8", MALE_60, condition(ICD10CM, "E27.1"),
+                medication_request(RXNORM, "5492", start=date_ago(100), dose_mg=10, per_day=2))
+    assert v.result is UNKNOWN
+    assert "5.0 mg/day" in v.reason
+    assert "stopping steroids may be hard" in v.reason
+    assert any(e.reference.startswith("Condition/") for e in v.evidence)
