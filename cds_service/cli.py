@@ -60,7 +60,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     at = args.at
     status = 0
     out = sys.stdout
-    for item in records_from_paths([Path(p) for p in args.paths]):
+    for item in records_from_paths([Path(p) for p in args.paths], knowledge.tables):
         if isinstance(item, InputError):
             print(f"trialscreen: {item}", file=sys.stderr)
             status = 2

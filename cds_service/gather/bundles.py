@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from cds_service.errors import InputError
-from cds_service.gather.record import PatientRecord, build_record
+from cds_service.gather.record import PatientRecord, build_record, relevant_to
 
 __all__ = ["RawPatient", "expand_paths", "read_path", "group_by_patient", "records_from_paths", "patient_reference_of"]
 
@@ -150,12 +150,16 @@ def group_by_patient(
     return list(patients.values())
 
 
-def records_from_paths(paths: list[Path]) -> Iterator[PatientRecord | InputError]:
-    """Records for every patient in every path, in input order; an unreadable path yields its InputError."""
+def records_from_paths(paths: list[Path], tables: Any = None) -> Iterator[PatientRecord | InputError]:
+    """Records for every patient in every path, in input order; an unreadable path yields its InputError.
+
+    With ``tables`` (the code tables), resources no criterion can use are skipped before model validation.
+    """
+    keep = relevant_to(tables) if tables is not None else None
     for path in expand_paths(paths):
         try:
             for source, resources, urls in read_path(path):
                 for raw in group_by_patient(resources, urls, source):
-                    yield build_record(raw.patient_ref, raw.resources)
+                    yield build_record(raw.patient_ref, raw.resources, keep=keep)
         except InputError as exc:
             yield exc
