@@ -20,9 +20,11 @@ from cds_service.facts.clinical import Coding, codings_of
 from cds_service.facts.dates import DateRange, in_window, parse_fhir_date
 from cds_service.facts.units import Quantity, convert
 
-__all__ = ["MedicationFact", "medication_fact", "SOURCE_RANK", "daily_dose_mg", "overlap_days", "by_source_rank",
-           "is_open", "last_dose_range", "dose_mg", "washout_window", "first_date_after", "DoseItem", "Contribution",
-           "CumulativeDose", "cumulative_dose", "below_threshold_from"]
+__all__ = [
+    "MedicationFact", "medication_fact", "SOURCE_RANK", "daily_dose_mg", "overlap_days", "by_source_rank",
+    "is_open", "start_of_period", "end_of_period", "last_dose_range", "dose_mg", "washout_window",
+    "first_date_after", "DoseItem", "Contribution", "CumulativeDose", "cumulative_dose", "below_threshold_from",
+]
 
 SOURCE_RANK = {"MedicationAdministration": 0, "MedicationStatement": 1, "MedicationRequest": 2}
 
@@ -203,7 +205,7 @@ def by_source_rank(facts: Iterable[MedicationFact]) -> list[MedicationFact]:
 # --- dose and washout arithmetic (E2a, E2c) ---------------------------------------------------------------
 
 
-def _end_part(period: DateRange) -> DateRange | None:
+def end_of_period(period: DateRange) -> DateRange | None:
     """The last day of a closed period ("a..b" -> b), the date itself for a single date, None if open."""
     text = period.text
     if ".." not in text:
@@ -214,7 +216,7 @@ def _end_part(period: DateRange) -> DateRange | None:
     return parse_fhir_date(tail) or DateRange(period.end, period.end, tail)
 
 
-def _start_part(period: DateRange) -> DateRange:
+def start_of_period(period: DateRange) -> DateRange:
     text = period.text
     if ".." in text:
         head = parse_fhir_date(text.split("..", 1)[0])
@@ -239,9 +241,9 @@ def last_dose_range(fact: MedicationFact, at: datetime) -> DateRange | None:
     if period is None:
         return None
     if is_open(period):
-        start = _start_part(period)
+        start = start_of_period(period)
         return DateRange(start.start, max(at, start.start), period.text)
-    return _end_part(period)
+    return end_of_period(period)
 
 
 def dose_mg(fact: MedicationFact) -> float | None:
@@ -348,7 +350,7 @@ def _touches(fact: MedicationFact, start: datetime, end: datetime) -> bool:
     if period.start > end:
         return False  # planned / future
     if fact.source == "MedicationAdministration" and not is_open(period):
-        last = _end_part(period) or period
+        last = end_of_period(period) or period
         return last.end > start
     if is_open(period):
         return True  # from its start until today, or still running
@@ -360,8 +362,8 @@ def _period_contribution(item: DoseItem, start: datetime, end: datetime) -> Cont
     period = fact.period
     assert period is not None
     daily = daily_dose_mg(fact)
-    s_part = _start_part(period)
-    e_part = None if is_open(period) else _end_part(period)
+    s_part = start_of_period(period)
+    e_part = None if is_open(period) else end_of_period(period)
     # A whole day given as a date counts as the whole day; a month or year can only bound the period.
     loose_start = s_part.start
     tight_start = s_part.start if s_part.is_exact else s_part.end
@@ -391,7 +393,7 @@ def _period_contribution(item: DoseItem, start: datetime, end: datetime) -> Cont
 def _administration_contribution(item: DoseItem, start: datetime, end: datetime) -> Contribution:
     fact = item.fact
     period = fact.period
-    when = None if period is None else (_end_part(period) or period)
+    when = None if period is None else (end_of_period(period) or period)
     inside = Result.UNKNOWN
     if when is not None:
         inside = in_window(when, start, end)
