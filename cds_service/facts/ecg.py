@@ -374,7 +374,7 @@ def latest_qtcf(facts: Facts, limit_ms: float, triplicate_minutes: float = 0) ->
         if q is not None:
             values.append(q)
         else:
-            whys.append(f"ECG {ecg.effective.display()}: {why}")
+            whys.append(f"ECG {ecg.effective.display()}: {why}" if len(group) > 1 else str(why))
     notes = tuple(whys) if values else ()
     if len(values) == 1:
         return QtcfAssessment(group, values[0], None, None, sel, notes)
