@@ -221,7 +221,8 @@ def active_gvhd_or_immunosuppression(facts: Facts) -> Verdict:
     or without an abatement date.
     """
     w = facts.rules.windows
-    since = facts.days_ago(w["gvhd_days"])
+    # Whole days: abated on the day 4 weeks before counts ("on or after T_enrol - 28 d").
+    since = facts.days_ago(w["gvhd_days"]).date()
     active: list[Evidence] = []
     doubtful: list[Evidence] = []
     past: list[Evidence] = []
@@ -239,9 +240,9 @@ def active_gvhd_or_immunosuppression(facts: Facts) -> Verdict:
         elif c.abatement is None:
             doubtful.append(evidence_of(c, note=f"{_status_text(c)} without an abatement date: was it active "
                                                 f"in the last {w['gvhd_days']} days?"))
-        elif c.abatement.start >= since:
+        elif c.abatement.start.date() >= since:
             active.append(evidence_of(c, note=f"abated {c.abatement.display()}, within {w['gvhd_days']} days"))
-        elif c.abatement.end < since:
+        elif c.abatement.end.date() < since:
             past.append(evidence_of(c, note=f"abated {c.abatement.display()}"))
         else:
             doubtful.append(evidence_of(c, note=f"abated {c.abatement.display()}: too imprecise for the "

@@ -72,6 +72,9 @@ def _latest(facts: Facts, value_set: str, what: str, read: Callable[[Observation
     if obs is None:
         ev = tuple(evidence_of(p, note="preliminary result") for p in sel.preliminary[:1])
         reason = facts.no_recent_reason(sel, what, RECENCY).rstrip(".")
+        gap = facts.gap(("Observation",), value_set)
+        if gap:
+            reason = f"{reason} ({gap})"
         return _Test(Result.UNKNOWN, reason[0].lower() + reason[1:], ev, None)
     result = read(obs)
     concept = facts.concept(obs, value_set)
