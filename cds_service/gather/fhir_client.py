@@ -197,6 +197,8 @@ class FhirClient:
                 resp = self._session.get(url, headers=headers, timeout=(min(remaining, 2.0), remaining),
                                          allow_redirects=False, stream=True)
             except requests.Timeout as exc:
+                if self.deadline.remaining() <= 0.05:  # the per-call timeout was the overall deadline
+                    raise FhirUnavailable("deadline passed") from exc
                 raise FhirUnavailable("the FHIR server timed out") from exc
             except requests.ConnectionError as exc:
                 raise FhirUnavailable("the FHIR server could not be reached") from exc

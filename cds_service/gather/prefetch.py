@@ -2,9 +2,10 @@
 
 Templates are built once at start-up from the code tables, so the EHR is asked only for what the criteria
 can use: the Patient, and per kind of data a search by patient. Observations, by far the largest kind, are
-narrowed to the codes of the observation value sets (``system|code`` token lists, split over several keys
-when one URL would grow too long), newest first. Kinds that are matched by code prefixes (ICD-10 families)
-or by a referenced Medication cannot be narrowed with token equality, so they are asked for whole. The
+narrowed to the codes of the observation value sets (``system|code`` token lists, with the systems' aliases,
+split over several keys when one URL would grow too long), newest first. Kinds that are matched by code
+prefixes (ICD-10 families) or through a referenced Medication cannot be narrowed with token equality, so they
+are asked for whole. The
 restricted prefetch syntax of CDS Hooks 2.0 has no relative dates, so no ``date=ge`` is used: a fixed date
 would go stale in the EHR's cached discovery answer.
 
@@ -84,11 +85,14 @@ def _criteria_observation_sets(criteria_dir: Path) -> set[str]:
     return out
 
 
-def observation_codes(tables: CodeTables, criteria_dir: Path | None = None) -> list[str] | None:
-    """``system|code`` tokens of every Observation code the criteria can use, or None when the Observation
-    search cannot be narrowed by token equality (a value set matched by prefix)."""
+def observation_codes(tables: CodeTables, criteria_dir: Path | None = None) -> list[str]:
+    """``system|code`` tokens of every Observation code the criteria can use (an empty list: do not narrow)."""
     criteria_dir = criteria_dir or Path(__file__).resolve().parents[1] / "criteria"
     named = _criteria_observation_sets(criteria_dir)
+    # The engine reads a code under any alias of its system (urn:oid:..., a trailing slash): ask for those too.
+    aliases: dict[str, list[str]] = {}
+    for alias, canonical in tables.aliases.items():
+        aliases.setdefault(canonical, []).append(alias)
     tokens: list[str] = []
     seen: set[str] = set()
     for vs in tables.value_sets.values():
@@ -96,14 +100,16 @@ def observation_codes(tables: CodeTables, criteria_dir: Path | None = None) -> l
         if not (vs.id in named or vs.unit is not None or loinc):
             continue
         for c in vs.concepts:
-            if c.match == "prefix":
-                return None
+            # A prefix entry (an ICD-10 family) cannot be asked for by token equality: its family code is asked
+            # for exactly, and an Observation coded below it (ICD-coded Observations are rare: those codes live
+            # on Conditions, which are fetched whole) is not prefetched.
             if c.system == LOINC and c.code.startswith("LA"):
                 continue  # LOINC answer codes are values, never an Observation's code
-            token = f"{c.system}|{c.code}"
-            if token not in seen:
-                seen.add(token)
-                tokens.append(token)
+            for system in (c.system, *aliases.get(c.system, ())):
+                token = f"{system}|{c.code}"
+                if token not in seen:
+                    seen.add(token)
+                    tokens.append(token)
     return tokens
 
 
@@ -128,9 +134,9 @@ def build_templates(tables: CodeTables, *, page_size: int = 200,
     out = [PrefetchTemplate("patient", "Patient", f"Patient/{pid}")]
     codes = observation_codes(tables, criteria_dir)
     obs_base = f"Observation?patient={pid}&_sort=-date&{count}"
-    if codes is None:
+    if not codes:
         out.append(PrefetchTemplate("observations", "Observation", obs_base))
-    elif codes:
+    else:
         budget = _MAX_QUERY_CHARS - len(obs_base) - len("&code=")
         for n, chunk in enumerate(_chunks(codes, budget), 1):
             key = "observations" if n == 1 else f"observations-{n}"
