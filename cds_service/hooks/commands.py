@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import socketserver
 import sys
@@ -30,6 +31,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import requests
 
 from cds_service.config import Settings, load_knowledge
+from cds_service.criteria.result import Result
 from cds_service.errors import ConfigurationError, InputError
 from cds_service.hooks.demo_data import (
     FIXTURE_TIME,
@@ -38,9 +40,11 @@ from cds_service.hooks.demo_data import (
     expected_status,
     load_fixture_patients,
     prefetch_for,
+    screen_fixture,
     transaction_for,
     valid_prefix,
 )
+from cds_service.pipeline import Screening
 
 __all__ = ["add_service_commands", "LocalServer", "serve_in_thread", "demo_settings", "demo_request_headers",
            "APP_SPEC", "replay", "upload_fixtures"]
@@ -95,7 +99,7 @@ def demo_settings(state_dir: Path) -> dict[str, Any]:
     Demo-only relaxations (CORS for the sandbox, the demo's own trusted client key) belong here, so that
     ``serve`` never gets them.
     """
-    return {"state_dir": state_dir}
+    return {"state_dir": state_dir, "log_level": "WARNING"}  # the terminal shows cards, not request logs
 
 
 def demo_request_headers(base_url: str, service_id: str) -> dict[str, str]:
@@ -165,8 +169,17 @@ def _wrap(text: str, indent: str, width: int = 100) -> list[str]:
     return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent) or [indent]
 
 
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_ITALIC = re.compile(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])")
+
+
+def _plain(markdown: str) -> str:
+    """Markdown emphasis removed, for a terminal."""
+    return _ITALIC.sub(r"\1", _BOLD.sub(r"\1", markdown))
+
+
 def _detail_lines(detail: str, limit: int) -> list[str]:
-    lines = [ln.rstrip() for ln in detail.splitlines() if ln.strip()]
+    lines = [_plain(ln.rstrip()) for ln in detail.splitlines() if ln.strip()]
     shown = lines[:limit]
     if len(lines) > limit:
         shown.append(f"... ({len(lines) - limit} more lines in the card)")
@@ -184,7 +197,7 @@ def format_cards(patient: FixturePatient, status: int, payload: Mapping[str, Any
         return "\n".join(lines)
     cards = payload.get("cards") or []
     if not cards:
-        why = f" (engine status: {verdict})" if verdict else ""
+        why = f" ({verdict})" if verdict else ""
         lines.append(f"   no card{why}")
         return "\n".join(lines)
     for card in cards:
@@ -196,6 +209,16 @@ def format_cards(patient: FixturePatient, status: int, payload: Mapping[str, Any
         for s in card.get("suggestions") or []:
             lines.append(f"     suggestion: {s.get('label')}")
     return "\n".join(lines)
+
+
+def _verdict(screening: Screening) -> str:
+    """"ineligible: E3, I7d" - the status and the criteria that block."""
+    if screening.status == "not-applicable":
+        return "not-applicable: no AML diagnosis in the record"
+    blocking = [c.id for c in screening.criteria
+                if (c.kind == "inclusion" and c.result is Result.NOT_MET)
+                or (c.kind == "exclusion" and c.result is Result.MET)]
+    return f"{screening.status}: {', '.join(blocking)}" if blocking else screening.status
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -229,7 +252,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             for patient, status, payload in results:
                 cards = payload.get("cards") if status == 200 else None
                 with_cards += bool(cards)
-                verdict = None if cards else expected_status(patient, knowledge, at)
+                verdict = None if cards else _verdict(screen_fixture(patient, knowledge, at))
                 print(format_cards(patient, status, payload, verdict=verdict) + "\n", file=out, flush=True)
             failed = sum(1 for _, status, _ in results if status != 200)
             print(f"{len(results)} patients replayed: {with_cards} with a card, {failed} errors.", file=out)

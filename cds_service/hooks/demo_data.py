@@ -27,10 +27,10 @@ from cds_service.config import Knowledge
 from cds_service.errors import InputError
 from cds_service.gather.bundles import expand_paths, group_by_patient, patient_reference_of, read_path
 from cds_service.gather.record import build_record
-from cds_service.pipeline import screen
+from cds_service.pipeline import Screening, screen
 
 __all__ = ["FIXTURE_TIME", "FixturePatient", "default_fixtures_dir", "load_fixture_patients", "prefetch_for",
-           "transaction_for", "expected_status", "valid_prefix", "patient_ids"]
+           "transaction_for", "expected_status", "screen_fixture", "valid_prefix", "patient_ids"]
 
 # The fixtures' evaluation time: every fixture was written to be screened at this instant.
 FIXTURE_TIME = datetime.fromisoformat("2026-10-01T09:00:00+00:00")
@@ -88,10 +88,15 @@ def load_fixture_patients(folder: Path | None = None) -> list[FixturePatient]:
     return out
 
 
+def screen_fixture(patient: FixturePatient, knowledge: Knowledge, at: datetime = FIXTURE_TIME) -> Screening:
+    """The engine's screening of the fixture patient at ``at`` (by default the fixtures' time)."""
+    record = build_record(f"Patient/{patient.patient_id}", copy.deepcopy(patient.resources))
+    return screen(record, at, knowledge)
+
+
 def expected_status(patient: FixturePatient, knowledge: Knowledge, at: datetime = FIXTURE_TIME) -> str:
     """The engine's own verdict on the fixture patient at ``at`` (by default the fixtures' time)."""
-    record = build_record(f"Patient/{patient.patient_id}", copy.deepcopy(patient.resources))
-    return screen(record, at, knowledge).status
+    return screen_fixture(patient, knowledge, at).status
 
 
 # --- prefetch -----------------------------------------------------------------------------------------------
