@@ -141,6 +141,11 @@ def _recent_medications(facts: Facts, value_set: str, days: int) -> tuple[list[E
     return current, doubtful
 
 
+def _why(e: Evidence) -> str:
+    """An evidence note inside a sentence (without its own full stop)."""
+    return (e.note or "").rstrip(".")
+
+
 def _first_labels(evidence: Sequence[Evidence], limit: int = 2) -> str:
     names = [_name(e) for e in evidence[:limit]]
     more = f" and {len(evidence) - limit} more" if len(evidence) > limit else ""
@@ -186,7 +191,7 @@ def acute_promyelocytic_leukemia(facts: Facts) -> Verdict:
             doubtful.append(evidence_of(obs, note="preliminary result: await the final report"))
     if doubtful:
         return unknown("Possible acute promyelocytic leukemia: review "
-                       f"{_first_labels(doubtful)} ({doubtful[0].note}).", *doubtful, *negatives)
+                       f"{_first_labels(doubtful)} ({_why(doubtful[0])}).", *doubtful, *negatives)
     therapy = _apl_therapy(facts)
     if therapy:
         return unknown("No APL diagnosis recorded, but tretinoin (ATRA) or arsenic trioxide was given: confirm "
@@ -249,24 +254,24 @@ def active_gvhd_or_immunosuppression(facts: Facts) -> Verdict:
                                                 f"{w['gvhd_days']}-day window"))
     if active:
         return met(f"Graft-versus-host disease active at screening or within {w['gvhd_days']} days "
-                   f"({active[0].note}).", *active)
+                   f"({_why(active[0])}).", *active)
     drugs, drugs_doubtful = _recent_medications(facts, "immunosuppressants", w["immunosuppressant_active_days"])
     if drugs and confirmed_gvhd:
         return met(f"Needs immunosuppressive drugs: {_first_labels(drugs)} in a patient with GvHD.",
                    *drugs, *confirmed_gvhd)
     if doubtful:
         return unknown(f"Graft-versus-host disease recorded, activity unclear: review {_first_labels(doubtful)} "
-                       f"({doubtful[0].note}).", *doubtful, *drugs, *drugs_doubtful)
+                       f"({_why(doubtful[0])}).", *doubtful, *drugs, *drugs_doubtful)
     if drugs:
         return unknown(f"On systemic immunosuppressant {_first_labels(drugs)} with no GvHD recorded: review the "
                        "indication (an immunosuppressant needed for GvHD or another condition excludes).",
                        *drugs, *drugs_doubtful, *past)
     if drugs_doubtful:
         return unknown(f"Immunosuppressant use unclear: review {_first_labels(drugs_doubtful)} "
-                       f"({drugs_doubtful[0].note}).", *drugs_doubtful, *past)
+                       f"({_why(drugs_doubtful[0])}).", *drugs_doubtful, *past)
     found = None
     if past:
-        found = (f"GvHD resolved before the {w['gvhd_days']}-day window ({past[0].note}) and no current "
+        found = (f"GvHD resolved before the {w['gvhd_days']}-day window ({_why(past[0])}) and no current "
                  "immunosuppressant recorded.")
     return _none_recorded(facts, [(CONDITION, "gvhd"), (MEDICATION_KINDS, "immunosuppressants")],
                           "active graft-versus-host disease or current immunosuppressant", *past, found=found)
@@ -307,12 +312,12 @@ def active_infection_on_systemic_treatment(facts: Facts) -> Verdict:
     if active:
         gap = facts.gap(MEDICATION_KINDS, "anti-infectives")
         tail = f"; {gap}" if gap else ""
-        extra = f" ({_first_labels(drugs_doubtful)}: {drugs_doubtful[0].note})" if drugs_doubtful else \
+        extra = f" ({_first_labels(drugs_doubtful)}: {_why(drugs_doubtful[0])})" if drugs_doubtful else \
             " (no current systemic anti-infective recorded)"
         return unknown(f"Active infection recorded ({_first_labels(active)}): does it require systemic "
                        f"treatment?{extra}{tail}.", *active, *drugs_doubtful)
     if doubtful:
-        return unknown(f"Possible active infection: review {_first_labels(doubtful)} ({doubtful[0].note}).",
+        return unknown(f"Possible active infection: review {_first_labels(doubtful)} ({_why(doubtful[0])}).",
                        *doubtful, *drugs, *drugs_doubtful)
     if drugs or drugs_doubtful:
         shown = drugs or drugs_doubtful
@@ -325,7 +330,7 @@ def active_infection_on_systemic_treatment(facts: Facts) -> Verdict:
                        "infection: confirm it is prophylaxis, not treatment of an infection.", *shown, *resolved)
     found = None
     if resolved:
-        found = f"No active infection recorded ({_first_labels(resolved)}: {resolved[0].note})."
+        found = f"No active infection recorded ({_first_labels(resolved)}: {_why(resolved[0])})."
     return _none_recorded(facts, [(CONDITION, "infection"), (MEDICATION_KINDS, "anti-infectives")],
                           "active infection or systemic anti-infective", *resolved, found=found)
 
@@ -385,13 +390,14 @@ def other_malignancy(facts: Facts) -> Verdict:
             review.append(evidence_of(c, note=note))
     if excluded:
         return met(f"Another malignancy without more than {years} years disease-free: {_first_labels(excluded)} "
-                   f"({excluded[0].note}).", *excluded, *review)
+                   f"({_why(excluded[0])}).", *excluded, *review)
     if review:
-        return unknown(f"Another malignancy to review: {_first_labels(review)} ({review[0].note}).",
+        return unknown(f"Another malignancy to review: {_first_labels(review)} ({_why(review[0])}).",
                        *review, *allowed)
     found = None
     if allowed:
-        found = f"Only a listed exception recorded ({_first_labels(allowed)}: {allowed[0].note})."
+        found = (f"Only an allowed exception recorded: {_first_labels(allowed)} (non-melanoma skin cancer or "
+                 "cervical carcinoma in situ).")
     return _none_recorded(facts, [(CONDITION, "malignancy")], "malignancy other than the AML", *allowed,
                           found=found)
 
@@ -466,7 +472,7 @@ def cns_involvement(facts: Facts) -> Verdict:
         if _csf_reading(facts, obs) is not Result.NOT_MET:
             doubtful.append(evidence_of(obs, note="preliminary CSF result: await the final report"))
     if doubtful:
-        return unknown(f"Possible CNS involvement: review {_first_labels(doubtful)} ({doubtful[0].note}).",
+        return unknown(f"Possible CNS involvement: review {_first_labels(doubtful)} ({_why(doubtful[0])}).",
                        *doubtful, *negatives)
     intrathecal = [evidence_of(p, note="intrathecal chemotherapy (usually prophylaxis)")
                    for p in facts.procedures("intrathecal-chemotherapy")]
@@ -524,7 +530,7 @@ def pulmonary_fibrosis(facts: Facts) -> Verdict:
             return met(f"Pulmonary fibrosis recorded ({_label(c)}, {_status_text(c)}).",
                        evidence_of(c, note=_status_text(c)))
     if doubtful:
-        return unknown(f"Possible pulmonary fibrosis: review {_first_labels(doubtful)} ({doubtful[0].note}).",
+        return unknown(f"Possible pulmonary fibrosis: review {_first_labels(doubtful)} ({_why(doubtful[0])}).",
                        *doubtful)
     return _none_recorded(facts, [(CONDITION, "pulmonary-fibrosis")], "pulmonary fibrosis")
 
@@ -571,9 +577,9 @@ def active_autoimmune_disease(facts: Facts) -> Verdict:
             review.append(evidence_of(c, note="active autoimmune disease not named by the protocol ('etc.'): "
                                               "investigator to judge"))
     if review:
-        return unknown(f"Autoimmune disease to review: {_first_labels(review)} ({review[0].note}).", *review)
+        return unknown(f"Autoimmune disease to review: {_first_labels(review)} ({_why(review[0])}).", *review)
     found = None
     if ignored:
-        found = f"No active autoimmune disease recorded ({_first_labels(ignored)}: {ignored[0].note})."
+        found = f"No active autoimmune disease recorded ({_first_labels(ignored)}: {_why(ignored[0])})."
     return _none_recorded(facts, [(CONDITION, "autoimmune-named"), (CONDITION, "autoimmune-other")],
                           "active autoimmune disease", *ignored, found=found)

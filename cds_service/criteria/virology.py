@@ -203,7 +203,7 @@ def hiv_antibody_positive(facts: Facts) -> Verdict:
                            f"({screen.phrase}): review.", *conf.evidence, *screen.evidence)
         return met(f"{_cap(conf.phrase)}.", *conf.evidence, *screen.evidence)
     if doubtful:
-        return unknown(f"Possible HIV infection: review {_names(doubtful)} ({doubtful[0].note}).", *doubtful,
+        return unknown(f"Possible HIV infection: review {_names(doubtful)} ({_why(doubtful[0])}).", *doubtful,
                        *screen.evidence, *conf.evidence)
     if screen.result is Result.NOT_MET:
         return not_met(f"{_cap(screen.phrase)}.", *screen.evidence, *conf.evidence)
@@ -243,7 +243,7 @@ def hepatitis_b_positive(facts: Facts) -> Verdict:
         return met(f"{_cap(hbcab.phrase)} and {dna.phrase}.", *evidence)
     overall = any_of([hbsag.result, core])
     if doubtful:
-        return unknown(f"Possible hepatitis B: review {_names(doubtful)} ({doubtful[0].note}).", *doubtful,
+        return unknown(f"Possible hepatitis B: review {_names(doubtful)} ({_why(doubtful[0])}).", *doubtful,
                        *evidence)
     if hbcab.result is Result.NOT_MET and dna.result is Result.MET:
         return unknown(f"{_cap(dna.phrase)} although {hbcab.phrase}: review (occult or seronegative hepatitis B).",
@@ -283,7 +283,7 @@ def hepatitis_c_positive(facts: Facts) -> Verdict:
     if overall is Result.MET:
         return met(f"{_cap(ab.phrase)} and {rna.phrase}.", *evidence)
     if doubtful:
-        return unknown(f"Possible hepatitis C: review {_names(doubtful)} ({doubtful[0].note}).", *doubtful,
+        return unknown(f"Possible hepatitis C: review {_names(doubtful)} ({_why(doubtful[0])}).", *doubtful,
                        *evidence)
     if rna.result is Result.MET:
         why = "review (seronegative hepatitis C)" if ab.result is Result.NOT_MET else "review the antibody status"
@@ -330,3 +330,8 @@ def treponemal_antibody_positive(facts: Facts) -> Verdict:
 
 def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
+
+
+def _why(e: Evidence) -> str:
+    """An evidence note inside a sentence (without its own full stop)."""
+    return (e.note or "").rstrip(".")
