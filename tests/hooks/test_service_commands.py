@@ -1,0 +1,173 @@
+"""``trialscreen serve`` (gunicorn), ``trialscreen demo`` (replay over a real loopback server) and the prefetch
+the demo builds from each fixture."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from cds_service.cli import main
+from cds_service.hooks.app import create_app
+from cds_service.hooks.commands import APP_SPEC, _gunicorn_argv, replay, serve_in_thread
+from cds_service.hooks.demo_data import FIXTURE_TIME, FixturePatient, load_fixture_patients, prefetch_for
+
+LOINC = "http://loinc.org"
+
+
+@pytest.fixture(scope="module")
+def patients():
+    found = load_fixture_patients()
+    if not found:
+        pytest.skip("no fixture patients")
+    return found
+
+
+# --- prefetch built from a fixture --------------------------------------------------------------------------
+
+
+def _patient() -> FixturePatient:
+    pid = "p9"
+    return FixturePatient(pid, "made.json", [
+        {"resourceType": "Patient", "id": pid, "birthDate": "1970-01-01"},
+        {"resourceType": "Observation", "id": "o1", "subject": {"reference": f"Patient/{pid}"},
+         "code": {"coding": [{"system": LOINC, "code": "1742-6"}]}, "effectiveDateTime": "2026-09-01"},
+        {"resourceType": "Observation", "id": "o2", "subject": {"reference": f"Patient/{pid}"},
+         "code": {"coding": [{"system": LOINC, "code": "9999-9"}]}, "effectiveDateTime": "2026-09-20"},
+        {"resourceType": "Observation", "id": "o3", "subject": {"reference": f"Patient/{pid}"},
+         "code": {"coding": [{"system": LOINC, "code": "1920-8"}]}, "effectiveDateTime": "2025-01-05"},
+        {"resourceType": "MedicationRequest", "id": "m1", "subject": {"reference": f"Patient/{pid}"},
+         "medicationReference": {"reference": "Medication/med1"}},
+        {"resourceType": "Medication", "id": "med1"},
+        {"resourceType": "Medication", "id": "unused"},
+    ])
+
+
+def test_prefetch_reads_searches_and_filters_like_a_fhir_server():
+    templates = {
+        "patient": "Patient/{{context.patientId}}",
+        "labs": f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|1742-6,{LOINC}|1920-8&_sort=-date",
+        "recent": "Observation?patient={{context.patientId}}&date=ge2026-09-10",
+        "meds": "MedicationRequest?patient={{context.patientId}}&_count=50",
+        "allergies": "AllergyIntolerance?patient={{context.patientId}}",
+        "missing": "Practitioner/{{context.patientId}}",
+    }
+    pre = prefetch_for(_patient(), templates)
+    assert set(pre) == set(templates)
+    assert pre["patient"]["id"] == "p9"
+    assert [e["resource"]["id"] for e in pre["labs"]["entry"]] == ["o1", "o3"]  # newest first, code-filtered
+    assert [e["resource"]["id"] for e in pre["recent"]["entry"]] == ["o2"]
+    meds = pre["meds"]["entry"]
+    assert [(e["resource"]["id"], e["search"]["mode"]) for e in meds] == [("m1", "match"), ("med1", "include")]
+    assert pre["allergies"] == {"resourceType": "Bundle", "type": "searchset", "total": 0, "entry": []}
+    assert pre["missing"] is None
+
+
+def test_fixture_prefetch_covers_every_discovery_key(patients, tmp_path):
+    app = create_app({"state_dir": tmp_path, "clock": lambda: FIXTURE_TIME})
+    doc = app.test_client().get("/cds-services").get_json()
+    templates = doc["services"][0]["prefetch"]
+    pre = prefetch_for(patients[0], templates)
+    assert set(pre) == set(templates)
+    assert pre["patient"]["resourceType"] == "Patient"
+    # every resource of the fixture that a key asks for is there once (no paging: all in one Bundle)
+    obs = [e for k, v in pre.items() if k.startswith("observations") and v for e in v["entry"]]
+    assert obs and all(e["resource"]["resourceType"] == "Observation" for e in obs)
+    app.extensions["trialscreen.store"].close()
+
+
+# --- demo ---------------------------------------------------------------------------------------------------
+
+
+def test_demo_no_serve_replays_every_fixture_patient(patients, capsys):
+    code = main(["demo", "--no-serve", "--port", "0"])
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    assert "evaluation time 2026-10-01T09:00:00+00:00" in out
+    for p in patients:
+        assert f"== {p.patient_id}  ({p.source})" in out
+    summary = re.search(r"(\d+) patients replayed: (\d+) with a card, (\d+) errors\.", out)
+    assert summary and int(summary[1]) == len(patients) and summary[3] == "0"
+    assert int(summary[2]) >= 1
+    assert "[info] Possible candidate for NCT06880354" in out
+    assert "no card (ineligible: " in out and "no card (not-applicable: " in out
+    links = re.findall(r"http://127\.0\.0\.1:\d+/report/(\S+)", out)
+    assert len(links) == int(summary[2])
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{32}", t) for t in links)  # opaque: no patient id
+
+
+def test_replayed_card_links_to_a_report_with_every_criterion(patients, tmp_path):
+    app = create_app({"state_dir": tmp_path, "clock": lambda: FIXTURE_TIME})
+    server = serve_in_thread(app)
+    try:
+        results = replay(server.base_url, [patients[0]])
+        (_, status, payload), = results
+        assert status == 200
+        card, = payload["cards"]
+        report = next(link["url"] for link in card["links"] if "/report/" in link["url"])
+        assert report.startswith(server.base_url + "/report/")
+        resp = requests.get(report, timeout=30)
+        assert resp.status_code == 200 and resp.headers["Cache-Control"] == "no-store"
+        assert resp.text.count('class="item"') == 46
+        assert patients[0].patient_id not in report
+    finally:
+        server.stop()
+        app.extensions["trialscreen.store"].close()
+
+
+# --- serve --------------------------------------------------------------------------------------------------
+
+
+def test_gunicorn_command_line_uses_the_app_factory_string():
+    argv = _gunicorn_argv("0.0.0.0", 9000, 3, 30)
+    assert argv[1:3] == ["-m", "gunicorn"] and argv[-1] == APP_SPEC == "cds_service.hooks.app:create_app()"
+    assert argv[argv.index("--bind") + 1] == "0.0.0.0:9000" and argv[argv.index("--workers") + 1] == "3"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_runs_gunicorn_and_answers(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "TRIALSCREEN_STATE_DIR": str(tmp_path), "TRIALSCREEN_LOG_LEVEL": "WARNING"}
+    env.pop("TRIALSCREEN_DATABASE_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port), "--workers", "2"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        resp = None
+        while time.monotonic() < deadline:
+            try:
+                resp = requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=10)
+                break
+            except (requests.ConnectionError, requests.Timeout):
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.3)
+        assert resp is not None and resp.status_code == 200, proc.stdout.read().decode()[-2000:] if proc.poll() else ""
+        assert resp.json()["services"][0]["hook"] == "patient-view"
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"gunicorn" in cmdline and APP_SPEC.encode() in cmdline  # the CLI process became gunicorn
+        assert "gunicorn" in resp.headers.get("Server", "")
+        missing = requests.get(f"http://127.0.0.1:{port}/report/{'Q' * 32}", timeout=5)
+        assert missing.status_code == 404 and "no-store" in missing.headers["Cache-Control"]
+        assert (tmp_path / "trialscreen.sqlite3").is_file()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        proc.stdout.close()
