@@ -106,8 +106,8 @@ def _recent_medications(facts: Facts, value_set: str, days: int) -> tuple[list[E
 
     Current: an administration within the last ``days`` days (or in progress), or an order / statement that is
     ongoing or whose period ended within the last ``days`` days. Doubtful: an intended-use statement, a record
-    starting after ``at`` (planned), a route not known to be systemic, or an undated record that is not an
-    active order. Non-systemic routes (inhaled, nasal) are left out.
+    starting after ``at`` (planned), a route not known to be systemic, or an undated record (other than an
+    active order). Non-systemic routes (inhaled, nasal) are left out.
     """
     since = facts.days_ago(days)
     current: list[Evidence] = []
@@ -119,10 +119,11 @@ def _recent_medications(facts: Facts, value_set: str, days: int) -> tuple[list[E
         kind = {"MedicationAdministration": "administration", "MedicationStatement": "statement",
                 "MedicationRequest": "order"}.get(fact.source, fact.source)
         if fact.period is None:
-            if fact.ongoing and not fact.flagged:
+            if fact.ongoing and not fact.flagged and route is None:
                 current.append(evidence_of(fact, note=f"{fact.status} {kind}, no dates"))
-            elif fact.ongoing or fact.status in {"active", "on-hold", "intended"}:
-                doubtful.append(evidence_of(fact, note=f"{fact.status} {kind} without dates: confirm use"))
+            else:
+                doubtful.append(evidence_of(fact, note=f"{fact.status} {kind} without dates: confirm when and how "
+                                                       "it was given"))
             continue
         if fact.period.start > facts.at:
             doubtful.append(evidence_of(fact, note=f"planned {kind} starting {fact.period.display()}"))
@@ -545,9 +546,9 @@ def active_autoimmune_disease(facts: Facts) -> Verdict:
 
     MET on a named disease (SLE, RA, MS, Sjogren) with clinicalStatus active / recurrence / relapse. A named
     disease in remission / inactive / resolved, or without a status, goes to review (is it active, or on
-    disease-directed immunosuppression?); so does an active "etc." autoimmune disease (psoriasis, IBD,
-    autoimmune thyroiditis...), whose inclusion is investigator judgement. An inactive "etc." disease is not
-    counted.
+    disease-directed immunosuppression? current immunosuppressants are shown, since their indication may also
+    be GvHD); so does an active "etc." autoimmune disease (psoriasis, IBD, autoimmune thyroiditis...), whose
+    inclusion is investigator judgement. An inactive "etc." disease is not counted.
     """
     review: list[Evidence] = []
     ignored: list[Evidence] = []
@@ -577,7 +578,12 @@ def active_autoimmune_disease(facts: Facts) -> Verdict:
             review.append(evidence_of(c, note="active autoimmune disease not named by the protocol ('etc.'): "
                                               "investigator to judge"))
     if review:
-        return unknown(f"Autoimmune disease to review: {_first_labels(review)} ({_why(review[0])}).", *review)
+        # Disease-directed immunosuppression would make a quiet named disease exclude: show what is current.
+        days = facts.rules.windows["immunosuppressant_active_days"]
+        drugs, drugs_doubtful = _recent_medications(facts, "immunosuppressants", days)
+        also = f"; current immunosuppressant: {_first_labels(drugs)}" if drugs else ""
+        return unknown(f"Autoimmune disease to review: {_first_labels(review)} ({_why(review[0])}){also}.",
+                       *review, *drugs, *drugs_doubtful)
     found = None
     if ignored:
         found = f"No active autoimmune disease recorded ({_first_labels(ignored)}: {_why(ignored[0])})."

@@ -332,6 +332,14 @@ def test_E6_intrathecal_methotrexate_route_is_not_assumed_systemic():
     assert "route" in v.reason
 
 
+def test_E6_undated_completed_statement_is_unknown():
+    ms = medication_statement(RXNORM, "42316", start=date_ago(3))
+    del ms["effectivePeriod"]
+    v = verdict("E6", ms)
+    assert v.result is Result.UNKNOWN
+    assert "without dates" in v.reason
+
+
 def test_E6_nasal_route_is_not_systemic():
     ma = medication_administration(RXNORM, "42316", date=days_ago(3), route=NASAL)
     assert verdict("E6", ma).result is Result.NOT_MET
@@ -768,6 +776,15 @@ def test_E14_named_disease_not_active_goes_to_review(status):
     v = verdict("E14", condition(ICD10CM, "M06.9", clinical=status))
     assert v.result is Result.UNKNOWN
     assert "immunosuppression" in v.reason
+
+
+def test_E14_named_disease_in_remission_shows_a_current_immunosuppressant():
+    ra = condition(ICD10CM, "M06.9", clinical="remission")
+    mtx = medication_request(RXNORM, "6851", start=date_ago(90))
+    v = verdict("E14", ra, mtx)
+    assert v.result is Result.UNKNOWN
+    assert "current immunosuppressant" in v.reason
+    assert f"MedicationRequest/{mtx['id']}" in refs(v)
 
 
 def test_E14_named_disease_without_status_is_unknown():
