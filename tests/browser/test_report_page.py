@@ -177,3 +177,36 @@ def test_print_to_pdf_works(served, tmp_path):
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF-")
     assert len(re.findall(rb"/Type\s*/Page[^s]", data)) >= 2  # 46 criteria with evidence: several pages
+
+
+def test_report_from_a_real_hook_call_in_chromium(tmp_path):
+    """The whole path: a patient-view call for a fixture patient, the card's report link, the page."""
+    from cds_service.hooks.app import create_app
+    from cds_service.hooks.commands import replay
+    from cds_service.hooks.demo_data import FIXTURE_TIME, load_fixture_patients
+
+    patient = next((p for p in load_fixture_patients() if p.source.startswith("01-")), None)
+    if patient is None:
+        pytest.skip("fixture 01 not present")
+    app = create_app({"state_dir": tmp_path, "clock": lambda: FIXTURE_TIME})
+    server = serve_in_thread(app)
+    try:
+        (_, status, payload), = replay(server.base_url, [patient])
+        assert status == 200
+        links = [link["url"] for card in payload["cards"] for link in card.get("links", [])]
+        url = next(u for u in links if "/report/" in u)
+        assert patient.patient_id not in url and "Patient" not in url
+        shot = Path(os.environ.get("TRIALSCREEN_SCREENSHOT_DIR") or tmp_path) / "report-fixture-01.png"
+        run_chromium(url, f"--screenshot={shot}", "--window-size=1100,1400")
+        assert _png_size(shot) == (1100, 1400)
+        page = Page(run_chromium(url, "--dump-dom"))
+    finally:
+        server.stop()
+        app.extensions["trialscreen.store"].close()
+    assert "NCT06880354" in page.title
+    assert list(page.sections) == ["blocking", "confirm", "met"]
+    assert sum(len(v) for v in page.sections.values()) == 46
+    assert page.sections["blocking"] == []  # fixture 01 is a potential candidate
+    assert "Potential candidate" in page.visible and f"Patient/{patient.patient_id}" in page.visible
+    assert re.search(r"\b2026-(0[89]|10)-\d\d\b", page.visible)  # evidence dates are shown
+    assert page.scripts == 0 and page.external == []
