@@ -9,10 +9,13 @@ Cockcroft-Gault (I7c), as in the original publication, with actual body weight:
     CrCl (mL/min) = (140 - age) x weight_kg / (72 x SCr_mg/dL)   (x 0.85 for a female patient)
 
 * SCr: the latest final serum creatinine within the ``labs`` recency window, converted to mg/dL through UCUM
-  and the value set's molar mass (umol/L / 88.4). eGFR (mL/min/1.73 m2) is never used: its codes are not in the
-  creatinine value set, and a CrCl is not an eGFR.
-* Weight: the body weight measured closest to the SCr, within ``recency_days.weight_for_crcl_max_days_from_
-  creatinine`` days of it (whole calendar days), converted to kg ([lb_av], g).
+  and the value set's molar mass (umol/L / 88.4). A code the value set flags for review (whole-blood creatinine)
+  is used only as a reason for UNKNOWN. eGFR (mL/min/1.73 m2) and measured 24-h clearance are never used (value
+  set ``egfr-not-crcl``); a lab-reported Cockcroft-Gault value is shown as a cross-check, never used (labs may
+  use ideal body weight).
+* Weight: the measured body weight closest to the SCr, within ``recency_days.weight_for_crcl_max_days_from_
+  creatinine`` days of it (whole calendar days, either side), converted to kg ([lb_av], g). A stated
+  (self-reported) weight alone is UNKNOWN (review flag in the value set).
 * Age: completed years at the SCr date (a partial birth date gives every age it allows).
 * Sex: ``facts.sex`` (birth-sex extension, else gender); unknown -> both the male and female values are given.
 
