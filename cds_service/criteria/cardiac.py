@@ -503,6 +503,10 @@ def low_lvef_or_symptomatic_cardiac_disease(facts: Facts) -> Verdict:
 
 
 # --- E10f ---------------------------------------------------------------------------------------------------------
+def _readings(n: int) -> str:
+    return f"{n} reading{'s' if n != 1 else ''}"
+
+
 def _bp_part(kind: str, readings: tuple[ecg.Measurement, ...], unusable: list[ecg.Measurement], limit: float,
              n_min: int) -> tuple[Result, str]:
     name = "SBP" if kind == ecg.SYSTOLIC else "DBP"
@@ -513,7 +517,7 @@ def _bp_part(kind: str, readings: tuple[ecg.Measurement, ...], unusable: list[ec
     if len(readings) < n_min:
         return Result.UNKNOWN, f"{len(readings)} {name} reading{'s' if len(readings) != 1 else ''} (at least " \
                                f"{n_min} needed)"
-    avg = ecg.mean(m.value for m in readings)
+    avg = ecg.to_tenth(ecg.mean(m.value for m in readings))
     sign = ">=" if avg >= limit else "<"
     return Result.of(avg >= limit), f"mean {name} {_fmt(avg)} mm[Hg] over {len(readings)} readings {sign} " \
                                     f"{_fmt(limit)}"
@@ -554,9 +558,9 @@ def uncontrolled_hypertension(facts: Facts) -> Verdict:
     evidence += [m.evidence("same value and time as another resource: counted once") for m in bp.duplicates]
     summary = []
     if bp.mean_systolic is not None:
-        summary.append(f"mean SBP {_fmt(bp.mean_systolic)} mm[Hg] of {len(bp.systolic)}")
+        summary.append(f"mean SBP {_fmt(bp.mean_systolic)} mm[Hg] of {_readings(len(bp.systolic))}")
     if bp.mean_diastolic is not None:
-        summary.append(f"mean DBP {_fmt(bp.mean_diastolic)} mm[Hg] of {len(bp.diastolic)}")
+        summary.append(f"mean DBP {_fmt(bp.mean_diastolic)} mm[Hg] of {_readings(len(bp.diastolic))}")
     if summary:
         refs = ", ".join(dict.fromkeys(m.ref for m in bp.systolic + bp.diastolic))
         evidence.insert(0, Evidence(reference=facts.patient_ref, value="; ".join(summary),

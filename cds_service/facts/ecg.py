@@ -6,13 +6,14 @@
   Observations with the same effective time. Bazett (76635-2) and the generic corrected QT (8636-3) are never
   used as QTcF; the one inference the reference allows is kept apart (``bazett_bound``): at a heart rate above
   60/min Bazett over-corrects, so QTcB < 480 ms implies QTcF < 480 ms. If the latest ECG was done in triplicate
-  (several ECGs within ``windows.ecg_triplicate_minutes`` of it) the QTcF is the mean of those ECGs.
+  (several ECGs within ``windows.ecg_triplicate_minutes`` of it) the QTcF is the mean of those ECGs. Computed
+  values are kept to 0.1 ms, the precision they are shown in, so the value shown is the value decided.
 * **Blood pressure** (E10f). Readings are systolic / diastolic values, from the components of a panel (any
   Observation with a ``systolic-bp`` / ``diastolic-bp`` component) or standalone Observations. The mean SBP and
   the mean DBP are computed separately over the readings of the latest screening visit: the readings taken
   within ``windows.bp_visit_hours`` before the newest reading (null = every reading in the ``blood_pressure``
   recency window). The same value at the same time in two resources (a panel and a standalone copy) is one
-  reading.
+  reading. The means are kept to 0.1 mm[Hg], the precision they are shown in.
 * **LVEF** (I7d, E10e). In percent; a value <= 1 is read as a fraction and multiplied by 100 (flagged); a text
   range ("55-60%") gives its lower bound (flagged).
 
@@ -24,6 +25,7 @@ This module does no I/O.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from cds_service.facts.units import Quantity, convert
 
 __all__ = [
     "QTCF", "QT", "RR", "HEART_RATE", "QTCB", "QTC_UNSPECIFIED", "SYSTOLIC", "DIASTOLIC", "LVEF",
-    "Measurement", "Gathered", "gather", "fridericia_ms", "rr_seconds_from_heart_rate", "mean",
+    "Measurement", "Gathered", "gather", "fridericia_ms", "rr_seconds_from_heart_rate", "mean", "to_tenth",
     "Ecg", "QtcF", "qtcf_of", "bazett_bound", "EcgSelection", "ecgs", "QtcfAssessment", "latest_qtcf",
     "BloodPressure", "screening_blood_pressure", "Lvef", "latest_lvef", "lvef_percent",
 ]
@@ -71,6 +73,12 @@ def _fmt(value: float) -> str:
 def mean(values: Iterable[float]) -> float:
     values = list(values)
     return sum(values) / len(values)
+
+
+def to_tenth(value: float) -> float:
+    """Round half up to 0.1, the precision computed values are shown in: the value shown is the value decided
+    (a computed QTcF of 479.97 ms is shown, and compared, as 480 ms)."""
+    return math.floor(value * 10 + 0.5) / 10
 
 
 # --- measurements ---------------------------------------------------------------------------------------------
@@ -111,9 +119,11 @@ class Measurement:
         return self.text or "no value"
 
     def evidence(self, note: str | None = None) -> Evidence:
-        where = f"{self.what} (component)" if self.component else self.what
+        # A component's own name, not the panel's (the reference points at the panel).
+        display = f"{self.what} (component of {self.display or 'a panel'})" if self.component else \
+            self.display or self.what
         return Evidence(reference=self.ref, value=self.shown(), date=self.effective.display(), code=self.code,
-                        display=self.display or where, note=note)
+                        display=display, note=note)
 
     def problem(self) -> str:
         """Why the value cannot be used, for a reason sentence."""
@@ -259,7 +269,7 @@ def qtcf_of(ecg: Ecg) -> tuple[QtcF | None, str | None]:
         m = usable[0]
         return QtcF(m.value, m.comparator, "reported", (m.evidence("QTcF as reported"),)), None
     if len(usable) > 1 and all(m.comparator is None for m in usable):
-        value = mean(m.value for m in usable)
+        value = to_tenth(mean(m.value for m in usable))
         ev = tuple(m.evidence("QTcF as reported") for m in usable)
         return QtcF(value, None, f"mean of {len(usable)} reported values", ev), None
     qt = [m for m in ecg.of(QT) if m.usable and m.value > 0]
@@ -283,7 +293,7 @@ def qtcf_of(ecg: Ecg) -> tuple[QtcF | None, str | None]:
     else:
         why = [m.problem() for m in ecg.of(RR) + ecg.of(HEART_RATE) if not m.usable]
         return None, "; ".join(why) if why else "the ECG has a QT interval but no RR interval or heart rate"
-    value = fridericia_ms(qt_ms, rr_s)
+    value = to_tenth(fridericia_ms(qt_ms, rr_s))
     note = f"QTcF = {how} = {_fmt(value)} ms"
     computed = Evidence(reference=qt[0].ref, value=f"{_fmt(value)} ms", unit=None, date=ecg.effective.display(),
                         display="QTcF (Fridericia), computed", note=note)
@@ -381,7 +391,7 @@ def latest_qtcf(facts: Facts, limit_ms: float, triplicate_minutes: float = 0) ->
     if values:
         if any(v.comparator is not None for v in values):
             return QtcfAssessment(group, None, None, "a censored QTcF in the triplicate cannot be averaged", sel)
-        value = mean(v.value for v in values)
+        value = to_tenth(mean(v.value for v in values))
         ev = tuple(e for v in values for e in v.evidence)
         method = f"mean of {len(values)} ECGs in triplicate ({', '.join(_fmt(v.value) for v in values)} ms)"
         return QtcfAssessment(group, QtcF(value, None, method, ev), None, None, sel, notes)
@@ -403,11 +413,12 @@ class BloodPressure:
 
     @property
     def mean_systolic(self) -> float | None:
-        return mean(m.value for m in self.systolic) if self.systolic else None
+        """The mean systolic pressure, to 0.1 mm[Hg] (``to_tenth``)."""
+        return to_tenth(mean(m.value for m in self.systolic)) if self.systolic else None
 
     @property
     def mean_diastolic(self) -> float | None:
-        return mean(m.value for m in self.diastolic) if self.diastolic else None
+        return to_tenth(mean(m.value for m in self.diastolic)) if self.diastolic else None
 
 
 def screening_blood_pressure(facts: Facts, visit_hours: float | None, recency: str = "blood_pressure"

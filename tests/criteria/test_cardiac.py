@@ -416,6 +416,14 @@ def test_E10c_qtcf_computed_from_heart_rate():
     assert r.result is MET and "heart rate" in r.reason
 
 
+def test_E10c_computed_qtcf_is_decided_at_the_precision_it_is_shown():
+    # RR 1 s: QTcF = QT. 479.96 is shown and decided as 480; 479.94 as 479.9.
+    r = run("E10c", ecg(component(QT, 479.96, "ms"), component(RR, 1, "s")))
+    assert r.result is MET and "QTcF 480 ms" in r.reason
+    r = run("E10c", ecg(component(QT, 479.94, "ms"), component(RR, 1, "s")))
+    assert r.result is NOT_MET and "QTcF 479.9 ms" in r.reason
+
+
 def test_E10c_bazett_is_never_used_as_qtcf():
     r = run("E10c", ecg(component(QTCB, 520, "ms"), component(HR, 55, "/min")))
     assert r.result is UNKNOWN and "not a QTcF" in r.reason

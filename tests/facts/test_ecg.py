@@ -145,7 +145,7 @@ def test_heart_rate_alone_is_not_an_ecg():
 def test_qtcf_from_qt_and_heart_rate():
     f = facts_of(panel("11524-6", component(QT, 400, "ms"), component(HR, 75, "{beats}/min"), date=days_ago(3)))
     q, _ = ecg.qtcf_of(ecg.ecgs(f).current[0])
-    assert q.value == pytest.approx(400 / 0.8 ** (1 / 3))
+    assert q.value == pytest.approx(400 / 0.8 ** (1 / 3), abs=0.05)
     assert q.method == "computed (Fridericia) from QT and heart rate"
 
 
@@ -243,6 +243,19 @@ def test_blood_pressure_outside_recency_is_stale():
     f = facts_of(bp(150, 90, date=days_ago(29)))
     b = ecg.screening_blood_pressure(f, 24)
     assert b.systolic == () and b.stale is not None
+
+
+@pytest.mark.parametrize("value,tenth", [(479.94, 479.9), (479.95, 480.0), (479.97, 480.0), (149.5, 149.5),
+                                         (149.04, 149.0)])
+def test_to_tenth_rounds_half_up(value, tenth):
+    assert ecg.to_tenth(value) == pytest.approx(tenth)
+
+
+def test_component_evidence_names_the_component_not_the_panel():
+    f = facts_of(bp(150, 90, date=days_ago(1)))
+    b = ecg.screening_blood_pressure(f, 24)
+    ev = b.systolic[0].evidence()
+    assert ev.display.startswith("systolic BP (component of") and ev.code.endswith("|8480-6")
 
 
 def test_mean():
