@@ -751,6 +751,8 @@ def f03() -> Fixture:
                    "character), two ATC-coded IA inductions, bilirubin and creatinine in umol/L, ATC-coded DMSO "
                    "allergy",
                    [p], {p.pid: exp("potential-candidate", "WHO-coded relapsed AML with SI-unit labs.",
+                                    I2=("unknown", "WHO C92.8 has no relapse character; two inductions without "
+                                                   "remission are not read as refractory"),
                                     I7b=("met", "bilirubin 12.4 umol/L, ULN 20.5"),
                                     I7c=("met", "creatinine 68 umol/L, 58 kg, 47 y, female"),
                                     E1=("unknown", "allergy to DMSO, the usual cryoprotectant: review"))})
@@ -774,6 +776,8 @@ def f04() -> Fixture:
     return Fixture("04", "candidate-resolved-hepatitis-serology", "HBcAb+ with HBV DNA '<10' not detected, HCV Ab+ "
                    "with RNA not detected: neither excludes; hCG as valueString '<0.5'", [p],
                    {p.pid: exp("potential-candidate", "Past hepatitis B/C exposure without viraemia.",
+                               I2=("met", "C92.A2 'in relapse' (the second coding of the AML Condition, after "
+                                          "SNOMED AML-MRC)"),
                                E12b=("not-met", "HBsAg negative; HBcAb+ but HBV DNA not detected"),
                                E12c=("not-met", "HCV Ab+ but RNA not detected"))})
 
