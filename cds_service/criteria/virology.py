@@ -64,8 +64,9 @@ def _latest(facts: Facts, value_set: str, what: str, read: Callable[[Observation
 
     A code whose table entry has qualifier ``positive`` states the finding itself ("HBsAg detected"): it reads
     positive unless its value says negative (a contradiction: UNKNOWN). A newer preliminary result that is not
-    negative makes a negative final result UNKNOWN (await the final report). A value-set entry with a review
-    note (a test that cannot rule the infection out on its own) turns a negative reading into UNKNOWN.
+    negative, or an unreadable Observation that may be this test, makes a negative final result UNKNOWN. A
+    value-set entry with a review note (a test that cannot rule the infection out on its own) turns a negative
+    reading into UNKNOWN.
     """
     sel = facts.results(value_set, RECENCY)
     obs = sel.latest
@@ -86,6 +87,11 @@ def _latest(facts: Facts, value_set: str, what: str, read: Callable[[Observation
     ev = [evidence_of(obs, value=_raw_value(obs), note=f"{what}: {word}")]
     if review_blocks_negative and result is Result.NOT_MET and concept is not None and concept.review:
         result, phrase = Result.UNKNOWN, f"{phrase} ({concept.review})"
+    if result is Result.NOT_MET:
+        gap = facts.gap(("Observation",), value_set)
+        if gap:
+            # An unreadable result of this test may be the newer, positive one.
+            result, phrase = Result.UNKNOWN, f"{phrase}, but {gap}"
     if result is Result.NOT_MET:
         newer = [p for p in sel.preliminary
                  if p.effective is not None and p.effective.start > obs.effective.start and read(p) is not

@@ -175,6 +175,14 @@ def test_E12a_non_result_statuses_are_ignored(status):
     assert verdict("E12a", lab("31201-7", POS, status=status)).result is Result.UNKNOWN
 
 
+def test_E12a_negative_with_an_unreadable_hiv_result_resource_is_unknown():
+    bad = lab("31201-7", POS, days=1)
+    bad["effectiveDateTime"] = "yesterday"  # not a FHIR dateTime: the resource cannot be parsed
+    v = verdict("E12a", lab("31201-7", NEG, days=30), bad)
+    assert v.result is Result.UNKNOWN
+    assert "could not be read" in v.reason
+
+
 def test_E12a_unreadable_result_is_unknown():
     v = verdict("E12a", text_result("31201-7", "see scanned report"))
     assert v.result is Result.UNKNOWN
