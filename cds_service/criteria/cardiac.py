@@ -144,19 +144,24 @@ def stroke_or_seizure_within_6_months(facts: Facts) -> Verdict:
         else:
             definite.append(_event(obs))
     chronic: list[ConditionFact] = []
+    past: list[Evidence] = []
     for f in facts.conditions("epilepsy"):
         if in_window(f.onset, start, facts.at) is Result.MET:
             # Diagnosed inside the window (encounter-level or new diagnosis): a seizure happened then.
             _sort(review, definite, f, _status_note(f))
-        elif f.active is not False or _in_window_or_open(f.abatement, start, facts.at):
+        elif f.active is not False or _in_window_or_open(f.abatement, start, facts.at) or \
+                _in_window_or_open(f.onset, start, facts.at):
             chronic.append(f)
+        else:
+            past.append(evidence_of(f, note=f"recorded as {f.clinical_status or 'not active'}, with no seizure "
+                                            f"dated in the window"))
     verdict = _tidy(event_in_window(
         facts, _newest_first(definite), what="stroke or seizure", kinds=CONDITION + OBSERVATION,
         value_sets=value_sets, months=months, window_text=window_text,
     ), "stroke or seizure")
     if verdict.result is Result.MET:
         return verdict
-    sequelae = [f for f in facts.conditions("stroke-sequelae")]
+    sequelae = list(facts.conditions("stroke-sequelae"))
     for f in sequelae:
         if _in_window_or_open(f.onset, start, facts.at):
             review.append((_event(f), "a sequela or history of stroke dated inside the window: confirm the date "
@@ -177,8 +182,8 @@ def stroke_or_seizure_within_6_months(facts: Facts) -> Verdict:
         parts.append(f"Epilepsy / seizure disorder is recorded ({f.ref}, onset {when}) but no seizure is dated "
                      f"within {window_text}: confirm the date of the last seizure")
         evidence.append(evidence_of(f, note="chronic diagnosis: its onset is not a recent seizure"))
-    ignored = [evidence_of(f, note="sequela / history of stroke: not a new event") for f in sequelae
-               if not _in_window_or_open(f.onset, start, facts.at)]
+    ignored = past + [evidence_of(f, note="sequela / history of stroke: not a new event") for f in sequelae
+                      if not _in_window_or_open(f.onset, start, facts.at)]
     ignored += [evidence_of(f, note="TIA is not a stroke") for f in facts.conditions("tia")
                 if _in_window_or_open(f.onset, start, facts.at)]
     if parts:
@@ -210,12 +215,15 @@ def nyha_3_or_4_heart_failure(facts: Facts) -> Verdict:
     classes: list[tuple[int, Evidence]] = []
     notes: list[str] = []
     extra: list[Evidence] = []
+    doubtful: list[Evidence] = []
     for f in facts.conditions("nyha-class"):
         cls = _nyha_class(facts, f.codings)
         if f.active is False or cls is None:
-            extra.append(evidence_of(f, note="NYHA class recorded as no longer current"))
-            continue
-        classes.append((cls, evidence_of(f, value=f"NYHA class {cls}", note=_status_note(f))))
+            extra.append(evidence_of(f, note=f"recorded as {f.clinical_status or 'not current'}"))
+        elif not f.confirmed:
+            doubtful.append(evidence_of(f, value=f"NYHA class {cls}", note=_status_note(f)))
+        else:
+            classes.append((cls, evidence_of(f, value=f"NYHA class {cls}")))
     sel = facts.results("nyha-observation", "nyha")
     if sel.latest is not None:
         obs = sel.latest
@@ -245,6 +253,9 @@ def nyha_3_or_4_heart_failure(facts: Facts) -> Verdict:
                        *high, *low, *hf_ev)
     if high:
         return met("NYHA class III/IV heart failure is documented.", *high, *hf_ev)
+    if doubtful:
+        return unknown("A NYHA class is recorded but not confirmed: confirm the current NYHA class.", *doubtful,
+                       *low, *hf_ev)
     if low:
         return not_met("The current NYHA class is I/II, not III/IV.", *low, *hf_ev, *extra)
     if current_hf:

@@ -179,6 +179,17 @@ def test_E9_resolved_epilepsy_long_ago_is_not_met():
     r = run("E9", condition(ICD10CM, "G40.909", onset="2000-05-01", clinical="resolved",
                             abatementDateTime="2005-01-01"))
     assert r.result is NOT_MET
+    assert "recorded as resolved" in notes(r)
+
+
+def test_E9_epilepsy_resolved_inside_the_window_is_unknown():
+    r = run("E9", condition(ICD10CM, "G40.909", onset="2000-05-01", clinical="resolved",
+                            abatementDateTime=date_ago(30)))
+    assert r.result is UNKNOWN
+
+
+def test_E9_epilepsy_with_a_partial_onset_straddling_the_window_is_unknown():
+    assert run("E9", condition(ICD10CM, "G40.909", onset="2026-04", clinical="inactive")).result is UNKNOWN
 
 
 def test_E9_seizure_observation_in_window_is_met():
@@ -288,6 +299,11 @@ def test_E10a_conflicting_current_classes_is_unknown():
 
 def test_E10a_resolved_nyha_iii_finding_does_not_count():
     assert run("E10a", condition(*HF), condition(SCT, NYHA[3], clinical="resolved"), nyha_obs(2)).result is NOT_MET
+
+
+def test_E10a_provisional_nyha_iii_is_unknown():
+    r = run("E10a", condition(SCT, NYHA[3], verification="provisional"))
+    assert r.result is UNKNOWN and "not confirmed" in r.reason
 
 
 def test_E10a_resolved_heart_failure_is_not_met():
