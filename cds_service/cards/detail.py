@@ -43,6 +43,7 @@ def blocking(criteria: Iterable[CriterionResult]) -> list[CriterionResult]:
 
 
 def unknowns(criteria: Iterable[CriterionResult]) -> list[CriterionResult]:
+    """Criteria still to confirm."""
     return [c for c in criteria if c.result is Result.UNKNOWN]
 
 
@@ -78,6 +79,7 @@ def evidence_text(e: Evidence) -> str:
 
 
 def blocking_section(items: list[CriterionResult], rules: TrialRules, *, title: str = "Blocking") -> str:
+    """What makes the patient ineligible, with its reason and the date a window passes."""
     if not items:
         return f"**{title}:** nothing found."
     lines = [f"**{title} ({len(items)}):**"]
@@ -88,6 +90,7 @@ def blocking_section(items: list[CriterionResult], rules: TrialRules, *, title: 
 
 
 def confirm_section(items: list[CriterionResult], rules: TrialRules, *, title: str = "To confirm") -> str | None:
+    """Each open item with its reason and how to resolve it (the rule file's ``resolve`` text)."""
     if not items:
         return None
     lines = [f"**{title} ({len(items)}):**"]
@@ -99,6 +102,7 @@ def confirm_section(items: list[CriterionResult], rules: TrialRules, *, title: s
 
 
 def key_values_section(criteria: Iterable[CriterionResult]) -> str | None:
+    """The key values with their dates, read from the evidence of the criteria that rest on them."""
     by_id = {c.id: c for c in criteria}
     lines = []
     for cid, label in KEY_VALUES:
@@ -111,6 +115,7 @@ def key_values_section(criteria: Iterable[CriterionResult]) -> str | None:
 
 
 def not_retrieved_section(not_retrieved: dict[str, str]) -> str | None:
+    """The kinds of data that could not be retrieved, and why."""
     if not not_retrieved:
         return None
     lines = ["**Data not retrieved** (criteria that depend on it could not be decided):"]
@@ -120,6 +125,7 @@ def not_retrieved_section(not_retrieved: dict[str, str]) -> str | None:
 
 
 def met_section(items: list[CriterionResult]) -> str | None:
+    """The ids of the criteria that are fine."""
     if not items:
         return None
     return f"**Met ({len(items)}):** " + ", ".join(c.id for c in items)

@@ -78,6 +78,7 @@ class Allowlist:
 
     @classmethod
     def parse(cls, values: tuple[str, ...] | list[str]) -> Allowlist:
+        """Parse the configured entries; ValueError names an entry that is not an http(s) URL."""
         out = []
         for value in values:
             origin = _origin(value)
@@ -87,6 +88,7 @@ class Allowlist:
         return cls(tuple(out))
 
     def allows(self, url: str) -> bool:
+        """True when ``url`` may be sent the EHR's token."""
         target = _origin(url)
         if target is None:
             return False
@@ -136,9 +138,11 @@ class Deadline:
         self.end = time.monotonic() + seconds
 
     def remaining(self) -> float:
+        """Seconds left (negative once passed)."""
         return self.end - time.monotonic()
 
     def passed(self) -> bool:
+        """True once the deadline is reached."""
         return self.remaining() <= 0
 
 

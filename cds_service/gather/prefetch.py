@@ -66,6 +66,7 @@ class PrefetchTemplate:
     template: str
 
     def render(self, patient_id: str) -> str:
+        """The query for one patient (``patient_id`` is a validated FHIR id)."""
         return self.template.replace(PATIENT_TOKEN, patient_id)
 
 

@@ -109,6 +109,7 @@ def _configure_logging(level: str) -> None:
 
 # --- responses ---------------------------------------------------------------------------------------------
 def json_response(body: Any, status: int = 200, *, mimetype: str = "application/json") -> Response:
+    """A JSON response (serialised with orjson)."""
     return Response(orjson.dumps(body), status=status, mimetype=mimetype)
 
 

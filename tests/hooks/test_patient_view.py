@@ -258,3 +258,38 @@ def test_logs_carry_no_patient_id_or_token(make_app, caplog):
     logged = _json_log(caplog)
     assert pid not in logged and TOKEN not in logged
     assert any(getattr(r, "request_id", None) for r in caplog.records)
+
+
+def test_prefetched_patient_with_another_id_gives_no_card(app, client):
+    prefetch = full_prefetch(app, *aml_patient(), overrides={"patient": patient(pid="someone-else")})
+    assert _post(client, hook_body(prefetch)) == {"cards": []}
+
+
+def test_unexpected_error_is_a_500_outcome_without_trace(app, client, monkeypatch, caplog):
+    import cds_service.hooks.patient_view as pv
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret patient detail in an exception message")
+
+    monkeypatch.setattr(pv, "screen", broken)
+    with caplog.at_level(logging.INFO, logger="trialscreen"):
+        resp = client.post(SERVICE_URL, json=hook_body(full_prefetch(app, *aml_patient())))
+    check_outcome(resp, 500)
+    assert "secret" not in resp.get_data(as_text=True)
+    logged = _json_log(caplog)
+    assert "RuntimeError" in logged and "secret" not in logged
+
+
+def test_bad_code_tables_fail_start_up(make_app, tmp_path):
+    from cds_service.errors import ConfigurationError
+
+    (tmp_path / "value-sets").mkdir()
+    with pytest.raises(ConfigurationError):
+        make_app(knowledge=None, mappings_dir=tmp_path)
+
+
+def test_bad_allowlist_fails_start_up(make_app):
+    from cds_service.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="ALLOWLIST"):
+        make_app(fhir_allowlist=("ehr.example.org",))
