@@ -42,6 +42,7 @@ log = logging.getLogger("trialscreen.gather")
 PATIENT_TOKEN = "{{context.patientId}}"
 LOINC = "http://loinc.org"
 _MAX_QUERY_CHARS = 3000  # keeps every GET well under common 8 KB URL limits
+MAX_BUNDLE_ENTRIES = 20_000  # per prefetch key
 _MEDICATION_KINDS = ("MedicationRequest", "MedicationStatement", "MedicationAdministration")
 # The kinds of data the criteria read, with their prefetch key and whether "newest first" helps.
 _KINDS: tuple[tuple[str, str], ...] = (
@@ -176,20 +177,29 @@ def _resources_of(value: Mapping[str, Any], kind: str) -> tuple[list[dict[str, A
     if value.get("resourceType") != "Bundle":
         return [dict(value)], None
     out: list[dict[str, Any]] = []
-    for entry in value.get("entry") or []:
+    entries = value.get("entry") or []
+    if not isinstance(entries, list):
+        return out, "the Bundle's entry is not a list"
+    if len(entries) > MAX_BUNDLE_ENTRIES:
+        # Reading them all would hold the hook call for seconds: what is read is used, the kind stays incomplete.
+        entries = entries[:MAX_BUNDLE_ENTRIES]
+        problem: str | None = f"the Bundle holds more than {MAX_BUNDLE_ENTRIES} entries (the rest was not read)"
+    else:
+        problem = None
+    for entry in entries:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("resource"), dict):
             continue
         res = entry["resource"]
         search = entry.get("search")
         mode = search.get("mode") if isinstance(search, Mapping) else None
         if res.get("resourceType") == "OperationOutcome":
-            problem = outcome_error(res)
-            if problem:
-                return out, problem
+            error = outcome_error(res)
+            if error:
+                return out, error
             continue
         if mode in (None, "match", "include"):
             out.append(res)
-    return out, None
+    return out, problem
 
 
 def _has_next(bundle: Mapping[str, Any]) -> bool:
@@ -242,7 +252,7 @@ def gather(patient_id: str, prefetch: Mapping[str, Any] | None, templates: Itera
         resources, problem = _resources_of(value, t.kind)
         raw.extend(resources)
         if problem:
-            _add_reason(reasons, t.kind, f"the EHR's prefetch Bundle reports an error: {problem}")
+            _add_reason(reasons, t.kind, f"the EHR's prefetch Bundle is incomplete: {problem}")
             if client is not None:
                 to_fetch[t.key] = Query(t.kind, t.render(patient_id))
         elif value.get("resourceType") == "Bundle" and _has_next(value):

@@ -293,3 +293,12 @@ def test_bad_allowlist_fails_start_up(make_app):
 
     with pytest.raises(ConfigurationError, match="ALLOWLIST"):
         make_app(fhir_allowlist=("ehr.example.org",))
+
+
+def test_huge_prefetch_bundle_is_read_up_to_the_cap(app, client, monkeypatch):
+    import cds_service.gather.prefetch as prefetch_module
+
+    monkeypatch.setattr(prefetch_module, "MAX_BUNDLE_ENTRIES", 5)
+    many = searchset(*[allergy(SCT, "294505008") for _ in range(8)])
+    screening = _screening(_post(client, hook_body(full_prefetch(app, *aml_patient(), overrides={"allergies": many}))))
+    assert "more than 5 entries" in screening["not_retrieved"]["AllergyIntolerance"]
