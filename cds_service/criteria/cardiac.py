@@ -24,7 +24,7 @@ from cds_service.criteria.common import CONDITION, OBSERVATION, PROCEDURE, event
 from cds_service.criteria.registry import Verdict, criterion, met, not_met, unknown
 from cds_service.criteria.result import Evidence, Result, any_of
 from cds_service.facts import ecg
-from cds_service.facts.clinical import ConditionFact, codings_of
+from cds_service.facts.clinical import ConditionFact, ObservationFact, codings_of
 from cds_service.facts.dates import DateRange, in_window
 from cds_service.facts.index import Facts, evidence_of
 from cds_service.facts.units import Quantity
@@ -312,6 +312,12 @@ class _Part:
     evidence: tuple[Evidence, ...]
 
 
+def _newer_preliminary(preliminary: Iterable[ObservationFact], than: DateRange) -> ObservationFact | None:
+    """A preliminary result newer than the one deciding: it could change the answer once final."""
+    newer = [o for o in preliminary if o.effective is not None and o.effective.start > than.start]
+    return max(newer, key=lambda o: o.effective.start) if newer else None
+
+
 def _qtcf_part(facts: Facts) -> _Part:
     limit = facts.rules.thresholds["qtcf_exclude_at_or_above_ms"]
     days = facts.rules.recency_days["ecg"]
@@ -338,6 +344,11 @@ def _qtcf_part(facts: Facts) -> _Part:
             text = f"QTcF {q.shown()}{extra} on the ECG of {when} is below {_fmt(limit)} ms"
         else:
             text = f"QTcF {q.shown()} on the ECG of {when} cannot be compared with {_fmt(limit)} ms"
+        newer = _newer_preliminary(a.selection.preliminary, a.latest.effective)
+        if r is Result.NOT_MET and newer is not None:
+            return _Part(Result.UNKNOWN, f"{text}, but a newer preliminary ECG ({newer.ref}, "
+                                         f"{newer.effective.display()}) awaits a final result",
+                         (*q.evidence, evidence_of(newer, note="preliminary")))
         return _Part(r, text, q.evidence)
     if a.bazett is not None:
         return _Part(Result.NOT_MET, f"No QTcF on the ECG of {when}, but its Bazett QTc is below {_fmt(limit)} ms at "
@@ -401,7 +412,9 @@ def severe_rhythm_or_conduction_abnormality(facts: Facts) -> Verdict:
     if result is Result.MET:
         return met(_join([p.reason for p in chosen]), *evidence)
     if result is Result.UNKNOWN:
-        return unknown(_join([p.reason for p in chosen]), *evidence, *inactive)
+        # The QTcF is shown whatever it says, so the reviewer sees the whole picture.
+        shown = chosen if qtcf in chosen else [qtcf, *chosen]
+        return unknown(_join([p.reason for p in shown]), *(e for p in shown for e in p.evidence), *inactive)
     for vs in ("av-block-high-grade", "ventricular-arrhythmia"):
         gap = facts.gap(CONDITION, vs)
         if gap:
@@ -499,7 +512,13 @@ def low_lvef_or_symptomatic_cardiac_disease(facts: Facts) -> Verdict:
                        f"applies.", *lvef_ev, *cardiac)
     if decisions == {Result.UNKNOWN}:
         return unknown(f"LVEF {shown} on {day} cannot be compared with {_fmt(limit)}%.", *lvef_ev, *cardiac)
-    # LVEF >= 45%: the "other symptomatic cardiac disease" part.
+    # LVEF >= 45%.
+    newer = _newer_preliminary(facts.results(ecg.LVEF, "lvef").preliminary, results[0].obs.effective)
+    if newer is not None:
+        return unknown(f"LVEF {shown} on {day} is at least {_fmt(limit)}%, but a newer preliminary LVEF ({newer.ref}, "
+                       f"{newer.effective.display()}) awaits a final result.", *lvef_ev,
+                       evidence_of(newer, note="preliminary"), *cardiac)
+    # The "other clinically symptomatic cardiac disease" part.
     if cardiac:
         return unknown(f"LVEF {shown} on {day} is at least {_fmt(limit)}%, but a cardiac condition is active or "
                        f"recent within {months} months: review whether it is clinically symptomatic.",

@@ -165,6 +165,7 @@ class Gathered:
     current: tuple[Measurement, ...]
     stale: tuple[Measurement, ...]  # older than the recency window, newest first
     preliminary: tuple[ObservationFact, ...]
+    preliminary_items: tuple[Measurement, ...] = ()  # the measurements of the preliminary results, newest first
 
 
 def gather(facts: Facts, kinds: Sequence[str], recency: str) -> Gathered:
@@ -178,6 +179,7 @@ def gather(facts: Facts, kinds: Sequence[str], recency: str) -> Gathered:
     current: list[Measurement] = []
     stale: list[Measurement] = []
     preliminary: dict[str, ObservationFact] = {}
+    pending: list[Measurement] = []
     for obs in facts.all_of_kind("Observation"):
         found: list[Measurement] = []
         for kind in kinds:
@@ -198,6 +200,7 @@ def gather(facts: Facts, kinds: Sequence[str], recency: str) -> Gathered:
             continue
         if obs.preliminary:
             preliminary[obs.ref] = obs
+            pending.extend(found)
             continue
         current.extend(found)
 
@@ -205,7 +208,7 @@ def gather(facts: Facts, kinds: Sequence[str], recency: str) -> Gathered:
         return -m.effective.start.timestamp()
 
     return Gathered(tuple(sorted(current, key=newest)), tuple(sorted(stale, key=newest)),
-                    tuple(preliminary.values()))
+                    tuple(preliminary.values()), tuple(sorted(pending, key=newest)))
 
 
 # --- QTcF -----------------------------------------------------------------------------------------------------
@@ -346,7 +349,10 @@ def ecgs(facts: Facts, recency: str = "ecg") -> EcgSelection:
     """The ECGs of the record (groups with a QT-type value), newest first, within the ``ecg`` recency window."""
     found = gather(facts, _ECG_KINDS, recency)
     stale = _group(found.stale)
-    return EcgSelection(tuple(_group(found.current)), stale[0] if stale else None, found.preliminary)
+    # Only preliminary results that are ECG intervals (a preliminary heart rate alone is a vital sign).
+    pending = {m.ref: m for m in found.preliminary_items if m.kind in _QT_KINDS}
+    preliminary = tuple(o for o in found.preliminary if o.ref in pending)
+    return EcgSelection(tuple(_group(found.current)), stale[0] if stale else None, preliminary)
 
 
 @dataclass(frozen=True)

@@ -479,6 +479,26 @@ def test_E10c_preliminary_ecg_is_unknown():
     assert r.result is UNKNOWN and "preliminary" in r.reason
 
 
+def test_E10c_newer_preliminary_ecg_blocks_not_met():
+    r = run("E10c", qtcf(450, date=days_ago(10)), qtcf(495, date=days_ago(1), status="preliminary"))
+    assert r.result is UNKNOWN and "newer preliminary ECG" in r.reason
+
+
+def test_E10c_older_preliminary_ecg_does_not_matter():
+    r = run("E10c", qtcf(450, date=days_ago(1)), qtcf(495, date=days_ago(10), status="preliminary"))
+    assert r.result is NOT_MET
+
+
+def test_E10c_newer_preliminary_heart_rate_is_not_an_ecg():
+    hr = observation(LOINC, HR, value=80, unit="/min", date=days_ago(0.5), status="preliminary")
+    assert run("E10c", qtcf(450, date=days_ago(10)), hr).result is NOT_MET
+
+
+def test_E10c_final_qtcf_above_limit_stays_met_despite_a_newer_preliminary():
+    r = run("E10c", qtcf(500, date=days_ago(10)), qtcf(450, date=days_ago(1), status="preliminary"))
+    assert r.result is MET
+
+
 def test_E10c_unreadable_qt_unit_is_unknown():
     r = run("E10c", ecg(component(QT, 440, "msec"), component(RR, 0.8, "s")))
     assert r.result is UNKNOWN and "unit" in r.reason
@@ -516,6 +536,7 @@ def test_E10c_active_av_block_with_normal_qtcf_is_met():
 def test_E10c_mobitz_i_is_unknown_for_review():
     r = run("E10c", qtcf(420), condition(SCT, "54016002"))
     assert r.result is UNKNOWN and "Mobitz I" in r.reason
+    assert "QTcF 420 ms" in r.reason and any(e.value == "420 ms" for e in r.evidence)
 
 
 def test_E10c_ventricular_arrhythmia_is_unknown_for_review():
@@ -644,6 +665,11 @@ def test_E10e_same_day_results_on_both_sides_of_45_are_unknown():
 
 def test_E10e_same_day_results_on_the_same_side_decide():
     assert run("E10e", lvef(55, code="8806-2"), lvef(60, code="8807-0")).result is NOT_MET
+
+
+def test_E10e_newer_preliminary_lvef_blocks_not_met():
+    r = run("E10e", lvef(60, days=20), lvef(35, days=2, status="preliminary"))
+    assert r.result is UNKNOWN and "preliminary" in r.reason
 
 
 def test_E10e_text_range_uses_the_lower_bound():
