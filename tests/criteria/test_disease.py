@@ -460,6 +460,11 @@ def test_E7_multiple_codings_where_only_one_is_an_infection():
     assert verdict("E7", inf, medication_administration(ATC, "J01DH02", date=days_ago(1))).result is Result.MET
 
 
+def test_E7_who_icd10_pneumonia_with_antibiotic_is_met():
+    inf = condition(ICD10, "J18.9")
+    assert verdict("E7", inf, medication_administration(ATC, "J01DH02", date=days_ago(1))).result is Result.MET
+
+
 def test_E7_none_recorded_is_not_met():
     v = verdict("E7")
     assert v.result is Result.NOT_MET
@@ -499,6 +504,11 @@ def test_E8_apl_is_not_another_malignancy():
 
 def test_E8_cns_involvement_code_is_left_to_E11():
     assert verdict("E8", condition(ICD10CM, "C79.32")).result is Result.NOT_MET
+
+
+def test_E8_who_cns_and_cmml_codes_are_not_another_malignancy():
+    assert verdict("E8", condition(ICD10, "C79.3")).result is Result.NOT_MET
+    assert verdict("E8", condition(ICD10, "C93.1")).result is Result.UNKNOWN
 
 
 def test_E8_cmml_precursor_goes_to_review():
@@ -635,6 +645,10 @@ def test_E11_icd10cm_secondary_neoplasm_of_meninges_is_met():
     assert verdict("E11", condition(ICD10CM, "C79.32")).result is Result.MET
 
 
+def test_E11_who_icd10_secondary_neoplasm_of_brain_and_meninges_is_met():
+    assert verdict("E11", condition(ICD10, "C79.3")).result is Result.MET
+
+
 def test_E11_unconfirmed_cns_involvement_is_unknown():
     assert verdict("E11", condition(SCT, "722795004", verification="unconfirmed")).result is Result.UNKNOWN
 
@@ -765,6 +779,12 @@ def test_E13_conditions_not_retrieved_is_unknown():
                                          (ICD10CM, "G35"), (ICD10CM, "M35.00"), (SCT, "83901003")])
 def test_E14_active_named_autoimmune_disease_is_met(system, code):
     assert verdict("E14", condition(system, code)).result is Result.MET
+
+
+def test_E14_who_icd10_codes_are_read():
+    assert verdict("E14", condition(ICD10, "M32.1")).result is Result.MET
+    assert verdict("E14", condition(ICD10, "M35.0")).result is Result.MET
+    assert verdict("E14", condition(ICD10, "L40.0")).result is Result.UNKNOWN
 
 
 def test_E14_relapse_of_ms_is_met():

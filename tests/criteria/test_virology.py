@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 from builders import (
     AT,
+    ICD10,
     ICD10CM,
     LOINC,
     SCT,
@@ -129,6 +130,10 @@ def test_E12a_positive_confirmatory_alone_is_met():
 def test_E12a_hiv_diagnosis_is_met_even_with_a_negative_test(system, code):
     v = verdict("E12a", condition(system, code, clinical=None), lab("31201-7", NEG))
     assert v.result is Result.MET
+
+
+def test_E12a_who_icd10_hiv_disease_is_met():
+    assert verdict("E12a", condition(ICD10, "B24")).result is Result.MET
 
 
 def test_E12a_unconfirmed_hiv_diagnosis_with_negative_test_is_unknown():
@@ -314,6 +319,10 @@ def test_E12b_active_chronic_hepatitis_b_diagnosis_is_met():
     assert verdict("E12b", condition(ICD10CM, "B18.1")).result is Result.MET
 
 
+def test_E12b_who_icd10_chronic_hepatitis_b_is_met():
+    assert verdict("E12b", condition(ICD10, "B18.1")).result is Result.MET
+
+
 def test_E12b_resolved_hepatitis_b_diagnosis_leaves_the_tests_to_decide():
     old = condition(SCT, "66071002", clinical="resolved")
     v = verdict("E12b", old, lab("5196-1", NEG), lab("13952-7", NEG))
@@ -382,6 +391,10 @@ def test_E12c_bare_censored_rna_is_unknown():
 
 def test_E12c_active_hepatitis_c_diagnosis_is_met():
     assert verdict("E12c", condition(ICD10CM, "B18.2")).result is Result.MET
+
+
+def test_E12c_who_icd10_chronic_hepatitis_c_is_met():
+    assert verdict("E12c", condition(ICD10, "B18.2")).result is Result.MET
 
 
 def test_E12c_cured_hepatitis_c_leaves_the_tests_to_decide():
