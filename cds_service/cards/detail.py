@@ -67,12 +67,18 @@ def _resolve(rules: TrialRules, criterion_id: str) -> str | None:
         return None
 
 
+def _day(value: object) -> str:
+    """A dateTime shown as its day ("2026-09-27T07:30:00+00:00" -> "2026-09-27"); other dates as they are."""
+    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return text[:10] if len(text) > 10 and text[10] == "T" else text
+
+
 def evidence_text(e: Evidence) -> str:
     """One datum as a person reads it: "ALT 41 U/L (2026-09-20; 1.0 x ULN)"."""
     head = " ".join(str(p) for p in (e.value, e.unit) if p is not None and str(p) != "")
     what = e.display or ""
     text = f"{what}: {head}" if what and head else (what or head or e.reference)
-    extras = [str(e.date)] if e.date is not None else []
+    extras = [_day(e.date)] if e.date is not None else []
     if e.note:
         extras.append(e.note)
     return md(text) + (f" ({md('; '.join(extras))})" if extras else "")
@@ -125,7 +131,7 @@ def not_retrieved_section(not_retrieved: dict[str, str]) -> str | None:
 
 
 def met_section(items: list[CriterionResult]) -> str | None:
-    """The ids of the criteria that are fine."""
+    """The ids of the criteria that pass (an exclusion "not met" passes)."""
     if not items:
         return None
-    return f"**Met ({len(items)}):** " + ", ".join(c.id for c in items)
+    return f"**Passed ({len(items)}, inclusions met and exclusions absent):** " + ", ".join(c.id for c in items)
