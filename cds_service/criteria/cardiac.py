@@ -312,6 +312,15 @@ class _Part:
     evidence: tuple[Evidence, ...]
 
 
+def _observation_gap(facts: Facts, value_sets: Iterable[str]) -> str | None:
+    """Why a result-decided NOT_MET cannot stand: an unreadable Observation that may be a newer result."""
+    for vs in value_sets:
+        gap = facts.gap(OBSERVATION, vs)
+        if gap:
+            return gap
+    return None
+
+
 def _newer_preliminary(preliminary: Iterable[ObservationFact], than: DateRange) -> ObservationFact | None:
     """A preliminary result newer than the one deciding: it could change the answer once final."""
     newer = [o for o in preliminary if o.effective is not None and o.effective.start > than.start]
@@ -345,6 +354,10 @@ def _qtcf_part(facts: Facts) -> _Part:
         else:
             text = f"QTcF {q.shown()} on the ECG of {when} cannot be compared with {_fmt(limit)} ms"
         newer = _newer_preliminary(a.selection.preliminary, a.latest.effective)
+        gap = _observation_gap(facts, (ecg.QTCF, ecg.QT)) if r is Result.NOT_MET else None
+        if gap:
+            # An unreadable Observation may be the newer ECG.
+            return _Part(Result.UNKNOWN, f"{text}, but {gap}", q.evidence)
         if r is Result.NOT_MET and newer is not None:
             return _Part(Result.UNKNOWN, f"{text}, but a newer preliminary ECG ({newer.ref}, "
                                          f"{newer.effective.display()}) awaits a final result",
@@ -513,6 +526,9 @@ def low_lvef_or_symptomatic_cardiac_disease(facts: Facts) -> Verdict:
     if decisions == {Result.UNKNOWN}:
         return unknown(f"LVEF {shown} on {day} cannot be compared with {_fmt(limit)}%.", *lvef_ev, *cardiac)
     # LVEF >= 45%.
+    gap = _observation_gap(facts, (ecg.LVEF,))
+    if gap:
+        return unknown(f"LVEF {shown} on {day} is at least {_fmt(limit)}%, but {gap}.", *lvef_ev, *cardiac)
     newer = _newer_preliminary(facts.results(ecg.LVEF, "lvef").preliminary, results[0].obs.effective)
     if newer is not None:
         return unknown(f"LVEF {shown} on {day} is at least {_fmt(limit)}%, but a newer preliminary LVEF ({newer.ref}, "
@@ -603,6 +619,9 @@ def uncontrolled_hypertension(facts: Facts) -> Verdict:
     if result is Result.MET:
         decisive = [txt for r, txt in ((sbp_r, sbp_text), (dbp_r, dbp_text)) if r is Result.MET]
         return met(f"Blood pressure {scope}: {'; '.join(decisive)}.", *evidence)
+    gap = _observation_gap(facts, (ecg.SYSTOLIC, ecg.DIASTOLIC, "bp-panel"))
+    if result is Result.NOT_MET and gap:
+        return unknown(f"Blood pressure {scope}: {sbp_text}; {dbp_text}; but {gap}.", *evidence)
     if result is Result.NOT_MET:
         return not_met(f"Blood pressure {scope}: {sbp_text}; {dbp_text}.", *evidence)
     advice = "check the units of the readings" if bp.unusable else f"record at least {n_min} readings"

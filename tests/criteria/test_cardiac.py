@@ -785,3 +785,29 @@ def test_E10f_entered_in_error_reading_is_ignored():
     r = run("E10f", bp(200, 120, hours_ago=1, status="entered-in-error"), bp(130, 80, hours_ago=2),
             bp(132, 82, hours_ago=3))
     assert r.result is NOT_MET
+
+
+# ================================================================================================================
+# Unreadable Observations keep a result-decided not-met open
+# ================================================================================================================
+def broken(code: str) -> dict:
+    obs = observation(LOINC, code, value=500, unit="ms", date=days_ago(1))
+    obs["valueQuantity"]["value"] = "five hundred"  # fails validation: kept as a data problem with its codes
+    return obs
+
+
+def test_E10c_unreadable_qtcf_observation_blocks_not_met():
+    r = run("E10c", qtcf(450, date=days_ago(10)), broken(QTCF))
+    assert r.result is UNKNOWN and "could not be read" in r.reason
+
+
+def test_E10e_unreadable_lvef_observation_blocks_not_met():
+    assert run("E10e", lvef(60), broken(LVEF)).result is UNKNOWN
+
+
+def test_E10f_unreadable_blood_pressure_observation_blocks_not_met():
+    assert run("E10f", bp(130, 80, hours_ago=1), bp(130, 80, hours_ago=2), broken(BP_PANEL)).result is UNKNOWN
+
+
+def test_E10c_unreadable_unrelated_observation_with_codes_does_not_matter():
+    assert run("E10c", qtcf(450, date=days_ago(10)), broken("2345-7")).result is NOT_MET
