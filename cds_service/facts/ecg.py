@@ -158,6 +158,17 @@ def _measurement(facts: Facts, kind: str, obs: ObservationFact, item: Observatio
                        component=isinstance(item, ComponentFact), text=item.text)
 
 
+def _measurements(facts: Facts, kind: str, obs: ObservationFact) -> list[Measurement]:
+    """The Observation's own value and its components' values that are of this kind."""
+    out: list[Measurement] = []
+    for item in (obs, *obs.components):
+        code = _matched_code(facts, item.codings, kind)
+        m = _measurement(facts, kind, obs, item, code) if code is not None else None
+        if m is not None:
+            out.append(m)
+    return out
+
+
 @dataclass(frozen=True)
 class Gathered:
     """Measurements of some kinds: the usable-date ones newest first, and what was set aside and why."""
@@ -181,18 +192,10 @@ def gather(facts: Facts, kinds: Sequence[str], recency: str) -> Gathered:
     preliminary: dict[str, ObservationFact] = {}
     pending: list[Measurement] = []
     for obs in facts.all_of_kind("Observation"):
-        found: list[Measurement] = []
-        for kind in kinds:
-            code = _matched_code(facts, obs.codings, kind)
-            if code is not None:
-                m = _measurement(facts, kind, obs, obs, code) if obs.effective is not None else None
-                found.extend([m] if m else [])
-            for comp in obs.components:
-                code = _matched_code(facts, comp.codings, kind)
-                if code is not None and obs.effective is not None:
-                    m = _measurement(facts, kind, obs, comp, code)
-                    found.extend([m] if m else [])
-        if not found or obs.effective is None or obs.effective.start > facts.at:
+        if obs.effective is None or obs.effective.start > facts.at:
+            continue  # undated or in the future: not a measurement that can count
+        found = [m for kind in kinds for m in _measurements(facts, kind, obs)]
+        if not found:
             continue
         if start is not None and obs.effective.end <= start:
             if not obs.preliminary:
