@@ -142,6 +142,20 @@ def _recent_medications(facts: Facts, value_set: str, days: int) -> tuple[list[E
     return current, doubtful
 
 
+def _undated(facts: Facts, value_set: str) -> list[ObservationFact]:
+    """Final results without an effective date: ``facts.results`` sets them aside, but "any date" includes them."""
+    return [o for o in facts.observations(value_set) if o.effective is None and not o.preliminary
+            and (o.absent is None or o.quantity is not None or o.value_codings)]
+
+
+def _when(obs: ObservationFact) -> str:
+    return obs.effective.display() if obs.effective is not None else "an unrecorded date"
+
+
+def _ev_date(e: Evidence) -> str:
+    return str(e.date) if e.date else "an unrecorded date"
+
+
 def _why(e: Evidence) -> str:
     """An evidence note inside a sentence (without its own full stop)."""
     return (e.note or "").rstrip(".")
@@ -174,14 +188,14 @@ def acute_promyelocytic_leukemia(facts: Facts) -> Verdict:
                    evidence_of(c, note=_status_text(c)))
     sel = facts.results("pml-rara", "markers")
     negatives: list[Evidence] = []
-    for obs in sel.current:
+    for obs in (*sel.current, *_undated(facts, "pml-rara")):
         reading = facts.qualitative(obs)
         concept = facts.concept(obs, "pml-rara")
         if reading is Result.MET:
             if concept is not None and concept.review:
                 doubtful.append(evidence_of(obs, value="positive", note=concept.review))
                 continue
-            return met(f"PML::RARA positive on {obs.effective.display()} ({_label(obs)}).",
+            return met(f"PML::RARA positive on {_when(obs)} ({_label(obs)}).",
                        evidence_of(obs, value="positive", note="PML::RARA fusion detected"))
         if reading is Result.UNKNOWN:
             doubtful.append(evidence_of(obs, note="result cannot be read as positive or negative"))
@@ -199,7 +213,7 @@ def acute_promyelocytic_leukemia(facts: Facts) -> Verdict:
                        "PML::RARA status.", *therapy, *negatives)
     found = None
     if negatives:
-        found = f"No APL diagnosis recorded; PML::RARA negative on {negatives[0].date}."
+        found = f"No APL diagnosis recorded; PML::RARA negative on {_ev_date(negatives[0])}."
     return _none_recorded(facts, [(CONDITION, "apl"), (OBSERVATION, "pml-rara")],
                           "acute promyelocytic leukemia diagnosis or PML::RARA-positive result", *negatives,
                           found=found)
@@ -453,7 +467,7 @@ def cns_involvement(facts: Facts) -> Verdict:
                    evidence_of(c, note=_status_text(c)))
     sel = facts.results("csf-blasts", "markers")
     negatives: list[Evidence] = []
-    for obs in sel.current:
+    for obs in (*sel.current, *_undated(facts, "csf-blasts")):
         reading = _csf_reading(facts, obs)
         concept = facts.concept(obs, "csf-blasts")
         if concept is not None and concept.review:
@@ -463,7 +477,7 @@ def cns_involvement(facts: Facts) -> Verdict:
                 doubtful.append(evidence_of(obs, note=concept.review))
             continue
         if reading is Result.MET:
-            return met(f"Leukemic blasts in the CSF on {obs.effective.display()}.",
+            return met(f"Leukemic blasts in the CSF on {_when(obs)}.",
                        evidence_of(obs, note="CSF blasts positive"))
         if reading is Result.UNKNOWN:
             doubtful.append(evidence_of(obs, note="CSF result cannot be read as positive or negative"))
@@ -481,7 +495,7 @@ def cns_involvement(facts: Facts) -> Verdict:
     if intrathecal:
         if negatives:
             return _none_recorded(facts, sources, "CNS involvement", *negatives, *intrathecal,
-                                  found=f"No CNS involvement recorded; CSF negative on {negatives[0].date}; "
+                                  found=f"No CNS involvement recorded; CSF negative on {_ev_date(negatives[0])}; "
                                         "intrathecal chemotherapy taken as prophylaxis.")
         if facts.rules.windows["intrathecal_without_csf"] == "not-met":
             return _none_recorded(facts, sources, "CNS involvement", *intrathecal,
@@ -491,7 +505,7 @@ def cns_involvement(facts: Facts) -> Verdict:
                        "not treatment of CNS involvement (CSF cytology).", *intrathecal)
     found = None
     if negatives:
-        found = f"No CNS involvement recorded; CSF negative for blasts on {negatives[0].date}."
+        found = f"No CNS involvement recorded; CSF negative for blasts on {_ev_date(negatives[0])}."
     return _none_recorded(facts, sources, "CNS involvement or positive CSF result", *negatives, found=found)
 
 

@@ -70,6 +70,14 @@ def _latest(facts: Facts, value_set: str, what: str, read: Callable[[Observation
     """
     sel = facts.results(value_set, RECENCY)
     obs = sel.latest
+    # Final results without a date (``facts.results`` sets them aside) cannot be ordered against dated ones: one
+    # that is not negative keeps a negative answer open. With no dated result, the most telling undated one is read.
+    undated_all = [o for o in facts.observations(value_set)
+                   if o.effective is None and not o.preliminary and _has_value(o)]
+    undated = [o for o in undated_all if read(o) is not Result.NOT_MET]
+    if obs is None and undated_all:
+        obs = next((o for o in undated if read(o) is Result.MET), None) or (undated or undated_all)[0]
+        undated = [o for o in undated if o is not obs]
     if obs is None:
         ev = tuple(evidence_of(p, note="preliminary result") for p in sel.preliminary[:1])
         reason = facts.no_recent_reason(sel, what, RECENCY).rstrip(".")
@@ -82,7 +90,7 @@ def _latest(facts: Facts, value_set: str, what: str, read: Callable[[Observation
     if concept is not None and concept.qualifier == "positive":
         result = Result.MET if result is not Result.NOT_MET else Result.UNKNOWN
     word = {Result.MET: words[0], Result.NOT_MET: words[1]}.get(result, "unreadable")
-    when = obs.effective.display() if obs.effective else "undated"
+    when = obs.effective.display() if obs.effective else "an unrecorded date"
     phrase = f"{what} {word} on {when}"
     ev = [evidence_of(obs, value=_raw_value(obs), note=f"{what}: {word}")]
     if review_blocks_negative and result is Result.NOT_MET and concept is not None and concept.review:
@@ -92,10 +100,14 @@ def _latest(facts: Facts, value_set: str, what: str, read: Callable[[Observation
         if gap:
             # An unreadable result of this test may be the newer, positive one.
             result, phrase = Result.UNKNOWN, f"{phrase}, but {gap}"
+        elif undated:
+            result = Result.UNKNOWN
+            phrase = f"{phrase}, but an undated result ({undated[0].ref}) is not negative"
+            ev.append(evidence_of(undated[0], value=_raw_value(undated[0]), note="no effective date"))
     if result is Result.NOT_MET:
         newer = [p for p in sel.preliminary
-                 if p.effective is not None and p.effective.start > obs.effective.start and read(p) is not
-                 Result.NOT_MET]
+                 if p.effective is not None and (obs.effective is None or p.effective.start > obs.effective.start)
+                 and read(p) is not Result.NOT_MET]
         if newer:
             result = Result.UNKNOWN
             phrase = f"{phrase}, but a newer preliminary result ({newer[0].ref}) is not negative: await the final"
@@ -108,6 +120,18 @@ def _latest(facts: Facts, value_set: str, what: str, read: Callable[[Observation
         else:
             phrase = f"{what} on {when} cannot be read as {words[0]} or {words[1]}"
     return _Test(result, phrase, tuple(ev), obs)
+
+
+def _may_follow(later: ObservationFact, earlier: ObservationFact) -> bool:
+    """Could ``later`` have been done on or after ``earlier``? (Yes when either date is missing.)"""
+    if later.effective is None or earlier.effective is None:
+        return True
+    return later.effective.end >= earlier.effective.start
+
+
+def _has_value(obs: ObservationFact) -> bool:
+    """Carries a result (a dataAbsentReason with no value is no result)."""
+    return obs.absent is None or obs.quantity is not None or bool(obs.value_codings) or bool(obs.components)
 
 
 def _nucleic_acid(facts: Facts, obs: ObservationFact) -> Result:
@@ -194,7 +218,7 @@ def hiv_antibody_positive(facts: Facts) -> Verdict:
     screen = _latest(facts, "hiv-antibody", "HIV antibody", facts.qualitative)
     conf = _latest(facts, "hiv-confirmatory", "HIV confirmatory test", facts.qualitative)
     if screen.result is Result.MET:
-        later_conf = conf.obs is not None and conf.obs.effective.end >= screen.obs.effective.start
+        later_conf = conf.obs is not None and _may_follow(conf.obs, screen.obs)
         if later_conf and conf.result is Result.NOT_MET:
             return unknown(f"Reactive HIV screen ({screen.phrase}) with a negative confirmatory test "
                            f"({conf.phrase}): review (false-positive screen or early infection).",
@@ -204,7 +228,7 @@ def hiv_antibody_positive(facts: Facts) -> Verdict:
                            *screen.evidence, *conf.evidence)
         return met(f"{_cap(screen.phrase)}.", *screen.evidence, *conf.evidence)
     if conf.result is Result.MET:
-        if screen.result is Result.NOT_MET and screen.obs.effective.start > conf.obs.effective.end:
+        if screen.result is Result.NOT_MET and _may_follow(screen.obs, conf.obs):
             return unknown(f"Positive HIV confirmatory test ({conf.phrase}) but a later negative screen "
                            f"({screen.phrase}): review.", *conf.evidence, *screen.evidence)
         return met(f"{_cap(conf.phrase)}.", *conf.evidence, *screen.evidence)

@@ -151,6 +151,14 @@ def test_E3_positive_then_negative_pml_rara_is_still_met():
     assert verdict("E3", old, new).result is Result.MET
 
 
+def test_E3_undated_pml_rara_positive_is_met():
+    obs = coded_observation(LOINC, "21551-7", LOINC, "LA6576-8")
+    del obs["effectiveDateTime"]
+    v = verdict("E3", obs)
+    assert v.result is Result.MET
+    assert "unrecorded date" in v.reason
+
+
 def test_E3_pml_rara_negative_is_not_met_with_evidence():
     obs = coded_observation(LOINC, "21551-7", LOINC, "LA6577-6")
     v = verdict("E3", obs)

@@ -188,6 +188,32 @@ def test_E12a_negative_with_an_unreadable_hiv_result_resource_is_unknown():
     assert "could not be read" in v.reason
 
 
+def undated(resource: dict) -> dict:
+    del resource["effectiveDateTime"]
+    return resource
+
+
+def test_E12a_negative_with_an_undated_positive_is_unknown():
+    v = verdict("E12a", lab("31201-7", NEG, days=30), undated(lab("31201-7", POS)))
+    assert v.result is Result.UNKNOWN
+    assert "undated" in v.reason
+
+
+def test_E12a_only_an_undated_positive_is_met():
+    assert verdict("E12a", undated(lab("31201-7", POS))).result is Result.MET
+
+
+def test_E12a_only_an_undated_negative_is_not_met():
+    v = verdict("E12a", undated(lab("31201-7", NEG)))
+    assert v.result is Result.NOT_MET
+    assert "unrecorded date" in v.reason
+
+
+def test_E12a_positive_screen_with_an_undated_negative_confirmatory_goes_to_review():
+    v = verdict("E12a", lab("56888-1", POS, days=20), undated(lab("5221-7", NEG)))
+    assert v.result is Result.UNKNOWN
+
+
 def test_E12a_unreadable_result_is_unknown():
     v = verdict("E12a", text_result("31201-7", "see scanned report"))
     assert v.result is Result.UNKNOWN
