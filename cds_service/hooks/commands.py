@@ -5,6 +5,7 @@
   shared across a fork).
 * ``demo`` builds the app, serves it on 127.0.0.1 from a threaded WSGI server, replays a ``patient-view`` call
   with full prefetch for every fixture patient, prints the cards, and keeps serving until Ctrl-C.
+* ``purge-reports`` deletes expired screening reports (for a cron job; writes purge them too).
 * ``fixtures upload`` PUTs every fixture patient to a FHIR server as a transaction Bundle and prints each
   patient's id with the status the engine gives it at the fixtures' time.
 """
@@ -339,6 +340,17 @@ def _parse_at(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _cmd_purge_reports(args: argparse.Namespace) -> int:
+    from cds_service.store import open_store
+
+    store = open_store(Settings.from_env())
+    try:
+        print(f"{store.reports.purge_expired()} expired screening reports deleted.")
+    finally:
+        store.close()
+    return 0
+
+
 def _cmd_fixtures_help(args: argparse.Namespace) -> int:
     args.fixtures_parser.print_help()
     return 2
@@ -360,6 +372,9 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--at", type=_parse_at, default=None,
                    help=f"evaluation time (default {FIXTURE_TIME.isoformat()}, the fixtures' date)")
     p.set_defaults(func=_cmd_demo)
+
+    p = subparsers.add_parser("purge-reports", help="delete expired screening reports now (they also go on write)")
+    p.set_defaults(func=_cmd_purge_reports)
 
     p = subparsers.add_parser("fixtures", help="work with the fixture patients")
     fsub = p.add_subparsers(dest="fixtures_command")

@@ -171,3 +171,19 @@ def test_serve_runs_gunicorn_and_answers(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         proc.stdout.close()
+
+
+def test_purge_reports_command(tmp_path, monkeypatch, capsys):
+    from datetime import timedelta
+
+    from cds_service.config import Settings
+    from cds_service.store import open_store
+
+    monkeypatch.setenv("TRIALSCREEN_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("TRIALSCREEN_DATABASE_URL", raising=False)
+    store = open_store(Settings.from_env())
+    store.reports.create({"criteria": []}, timedelta(microseconds=1))
+    store.close()
+    time.sleep(0.01)
+    assert main(["purge-reports"]) == 0
+    assert "1 expired screening reports deleted." in capsys.readouterr().out
