@@ -17,7 +17,7 @@ This module does no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, timedelta
 
 from dateutil.relativedelta import relativedelta
 
@@ -238,7 +238,8 @@ def active_gvhd_or_immunosuppression(facts: Facts) -> Verdict:
     ``at - windows.gvhd_days``; or a current systemic immunosuppressant (active order or statement, or given
     within ``windows.immunosuppressant_active_days``) in a patient with GvHD of any status. An immunosuppressant
     without recorded GvHD is UNKNOWN (its indication may be GvHD, or may not), as is GvHD with unknown activity
-    or without an abatement date.
+    or without an abatement date. Abatement is compared in whole days; when only abated GvHD excludes, ``until``
+    is the first day the 4 weeks have passed.
     """
     w = facts.rules.windows
     # Whole days: abated on the day 4 weeks before counts ("on or after T_enrol - 28 d").
@@ -247,6 +248,7 @@ def active_gvhd_or_immunosuppression(facts: Facts) -> Verdict:
     doubtful: list[Evidence] = []
     past: list[Evidence] = []
     confirmed_gvhd: list[Evidence] = []
+    abated_ends: list[date] = []
     for c in facts.conditions("gvhd"):
         why = _doubt(facts, c, "gvhd")
         if why:
@@ -262,15 +264,20 @@ def active_gvhd_or_immunosuppression(facts: Facts) -> Verdict:
                                                 f"in the last {w['gvhd_days']} days?"))
         elif c.abatement.start.date() >= since:
             active.append(evidence_of(c, note=f"abated {c.abatement.display()}, within {w['gvhd_days']} days"))
+            abated_ends.append(c.abatement.end.date())
         elif c.abatement.end.date() < since:
             past.append(evidence_of(c, note=f"abated {c.abatement.display()}"))
         else:
             doubtful.append(evidence_of(c, note=f"abated {c.abatement.display()}: too imprecise for the "
                                                 f"{w['gvhd_days']}-day window"))
-    if active:
-        return met(f"Graft-versus-host disease active at screening or within {w['gvhd_days']} days "
-                   f"({_why(active[0])}).", *active)
     drugs, drugs_doubtful = _recent_medications(facts, "immunosuppressants", w["immunosuppressant_active_days"])
+    if active:
+        until = None
+        if len(abated_ends) == len(active) and not (drugs or drugs_doubtful):
+            # Only GvHD that has abated: the exclusion passes gvhd_days after the last abatement.
+            until = max(abated_ends) + timedelta(days=w["gvhd_days"] + 1)
+        return met(f"Graft-versus-host disease active at screening or within {w['gvhd_days']} days "
+                   f"({_why(active[0])}).", *active, *drugs, until=until)
     if drugs and confirmed_gvhd:
         return met(f"Needs immunosuppressive drugs: {_first_labels(drugs)} in a patient with GvHD.",
                    *drugs, *confirmed_gvhd)

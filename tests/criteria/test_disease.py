@@ -238,9 +238,15 @@ def test_E6_gvhd_abated_within_4_weeks_is_met():
     assert "abated" in v.reason
 
 
-def test_E6_gvhd_abated_exactly_28_days_ago_is_met():
+def test_E6_gvhd_abated_exactly_28_days_ago_is_met_until_tomorrow():
     c = condition(ICD10CM, "D89.810", clinical="resolved", abatementDateTime=date_ago(28))
-    assert verdict("E6", c).result is Result.MET
+    v = verdict("E6", c)
+    assert v.result is Result.MET
+    assert v.until == (AT + timedelta(days=1)).date()
+
+
+def test_E6_active_gvhd_has_no_until():
+    assert verdict("E6", condition(SCT, "402355000")).until is None
 
 
 def test_E6_gvhd_abated_29_days_ago_without_immunosuppressant_is_not_met():
