@@ -215,6 +215,7 @@ def nyha_3_or_4_heart_failure(facts: Facts) -> Verdict:
     classes: list[tuple[int, Evidence]] = []
     notes: list[str] = []
     extra: list[Evidence] = []
+    blocking: list[str] = []  # what keeps "no NYHA III/IV" open when no current class is known
     doubtful: list[Evidence] = []
     for f in facts.conditions("nyha-class"):
         cls = _nyha_class(facts, f.codings)
@@ -229,13 +230,17 @@ def nyha_3_or_4_heart_failure(facts: Facts) -> Verdict:
         obs = sel.latest
         cls = _nyha_class(facts, obs.value_codings)
         if cls is None:
-            notes.append(f"the latest NYHA assessment ({obs.ref}) has a value that cannot be read as a class")
+            blocking.append(f"The latest NYHA assessment ({obs.ref}) has a value that cannot be read as a class")
             extra.append(evidence_of(obs, note="NYHA value not readable"))
         else:
             classes.append((cls, evidence_of(obs, value=f"NYHA class {cls}")))
     elif sel.stale is not None:
         notes.append(facts.no_recent_reason(sel, "NYHA class", "nyha"))
         extra.append(evidence_of(sel.stale, note="too old to give the current NYHA class"))
+        old = _nyha_class(facts, sel.stale.value_codings)
+        if old is None or old >= 3:
+            blocking.append(f"An older NYHA assessment ({sel.stale.ref}, {sel.stale.effective.display()}) gives "
+                            f"{'an unreadable class' if old is None else f'class {old}'}: confirm the current class")
     raw = _raw_conditions(facts)
     hf = facts.conditions("heart-failure")
     current_hf = [f for f in hf if f.active is not False]
@@ -261,6 +266,8 @@ def nyha_3_or_4_heart_failure(facts: Facts) -> Verdict:
     if current_hf:
         return unknown(_join(["Heart failure is recorded without a current NYHA class: record the NYHA class",
                               *notes]), *hf_ev, *extra)
+    if blocking:
+        return unknown(_join(blocking), *hf_ev, *extra)
     if hf:
         return not_met("Heart failure is recorded only as resolved or inactive; no current NYHA class III/IV.",
                        *hf_ev, *extra)
@@ -614,7 +621,8 @@ def uncontrolled_hypertension(facts: Facts) -> Verdict:
                                     display="Blood pressure, mean (computed)",
                                     note=f"computed over {bp.scope}: {refs}"))
     result = any_of([sbp_r, dbp_r])
-    scope = f"at the latest visit ({readings[0].effective.display()})" if \
+    newest = max(readings, key=lambda m: m.effective.start)
+    scope = f"at the latest visit ({newest.effective.display()})" if \
         facts.rules.windows["bp_visit_hours"] is not None else f"over {bp.scope}"
     if result is Result.MET:
         decisive = [txt for r, txt in ((sbp_r, sbp_text), (dbp_r, dbp_text)) if r is Result.MET]

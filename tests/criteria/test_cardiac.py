@@ -286,6 +286,21 @@ def test_E10a_stale_nyha_observation_is_unknown():
     assert r.result is UNKNOWN and "too old" in r.reason
 
 
+def test_E10a_unreadable_nyha_value_without_heart_failure_is_unknown():
+    obs = coded_observation(LOINC, "88020-3", LOINC, "LA-unverified", date=days_ago(10))
+    r = run("E10a", obs)
+    assert r.result is UNKNOWN and "cannot be read as a class" in r.reason
+
+
+def test_E10a_old_nyha_iv_without_heart_failure_is_unknown():
+    r = run("E10a", nyha_obs(4, days=200))
+    assert r.result is UNKNOWN and "class 4" in r.reason
+
+
+def test_E10a_old_nyha_i_without_heart_failure_is_not_met():
+    assert run("E10a", nyha_obs(1, days=200)).result is NOT_MET
+
+
 def test_E10a_preliminary_nyha_observation_does_not_count():
     obs = nyha_obs(2)
     obs["status"] = "preliminary"
