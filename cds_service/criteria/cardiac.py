@@ -345,7 +345,7 @@ def _qtcf_part(facts: Facts) -> _Part:
         elif sel.stale is not None:
             why = f"the latest ECG ({sel.stale.effective.display()}) is older than {days} days"
         else:
-            why = "none is recorded"
+            why = _observation_gap(facts, (ecg.QTCF, ecg.QT)) or "none is recorded"
         stale = tuple(m.evidence("too old to count") for m in sel.stale.items) if sel.stale else ()
         return _Part(Result.UNKNOWN, f"No ECG in the {days} days before {facts.at.date().isoformat()} ({why}): "
                                      f"order a 12-lead ECG for QTcF", stale)
@@ -515,7 +515,9 @@ def low_lvef_or_symptomatic_cardiac_disease(facts: Facts) -> Verdict:
     results, why = ecg.latest_lvef(facts)
     cardiac = _recent_cardiac_conditions(facts)
     if not results:
-        return unknown(f"{why} Order an echocardiogram or MUGA scan.", *cardiac)
+        gap = _observation_gap(facts, (ecg.LVEF,))
+        return unknown(_join([why, *([gap[0].upper() + gap[1:]] if gap else []), "Order an echocardiogram or MUGA "
+                                                                                  "scan"]), *cardiac)
     lvef_ev = [r.evidence() for r in results]
     readable = [r for r in results if r.percent is not None]
     unreadable = [r for r in results if r.percent is None]
@@ -599,7 +601,7 @@ def uncontrolled_hypertension(facts: Facts) -> Verdict:
         elif bp.stale is not None:
             why = f"the latest ({bp.stale.effective.display()}) is too old to count"
         else:
-            why = "none is recorded"
+            why = _observation_gap(facts, (ecg.SYSTOLIC, ecg.DIASTOLIC, "bp-panel")) or "none is recorded"
         stale = [bp.stale.evidence("too old to count")] if bp.stale else []
         return unknown(f"No blood-pressure reading in the {days} days before {facts.at.date().isoformat()} ({why}): "
                        f"record at least {n_min} readings.", *stale, *htn)

@@ -826,3 +826,9 @@ def test_E10f_unreadable_blood_pressure_observation_blocks_not_met():
 
 def test_E10c_unreadable_unrelated_observation_with_codes_does_not_matter():
     assert run("E10c", qtcf(450, date=days_ago(10)), broken("2345-7")).result is NOT_MET
+
+
+@pytest.mark.parametrize("cid", ["E10c", "E10e", "E10f"])
+def test_E10_results_not_retrieved_is_unknown_and_says_so(cid):
+    r = run(cid, not_retrieved={"Observation": "HTTP 503"})
+    assert r.result is UNKNOWN and "could not be retrieved" in r.reason
