@@ -76,8 +76,11 @@ def handle(svc: ServiceState, body: object, request_id: str) -> dict:
                                                                 "fetched": len(gathered.fetched_keys)})
         return {"cards": []}
     screening = screen(gathered.record, svc.clock(), svc.knowledge)
-    cards = build_cards(screening, rules=svc.knowledge.rules, report_url=_report_url(svc, screening),
-                        hook_instance=req["hookInstance"], explain_ineligibility=settings.explain_ineligibility)
+    card_args = dict(rules=svc.knowledge.rules, hook_instance=req["hookInstance"],
+                     explain_ineligibility=settings.explain_ineligibility)
+    cards = build_cards(screening, report_url=None, **card_args)
+    if cards:  # store a report only when a card links to it: no screening is kept for a patient without one
+        cards = build_cards(screening, report_url=_report_url(svc, screening), **card_args)
     log.info("screened", extra={"hook": HOOK, "screening_status": screening.status, "cards": len(cards),
                                 "not_retrieved": sorted(screening.not_retrieved) or None,
                                 "fetched": len(gathered.fetched_keys)})

@@ -187,3 +187,22 @@ def test_purge_reports_command(tmp_path, monkeypatch, capsys):
     time.sleep(0.01)
     assert main(["purge-reports"]) == 0
     assert "1 expired screening reports deleted." in capsys.readouterr().out
+
+
+def test_reports_are_stored_only_for_patients_with_a_card(patients, tmp_path):
+    from sqlalchemy import text
+
+    app = create_app({"state_dir": tmp_path, "clock": lambda: FIXTURE_TIME})
+    server = serve_in_thread(app)
+    store = app.extensions["trialscreen.store"]
+    try:
+        results = replay(server.base_url, patients)
+        with_card = sum(1 for _, status, payload in results if status == 200 and payload.get("cards"))
+        without = sum(1 for _, status, payload in results if status == 200 and not payload.get("cards"))
+        assert with_card and without
+        with store.engine.connect() as conn:
+            stored = conn.execute(text("SELECT COUNT(*) FROM screening_report")).scalar_one()
+        assert stored == with_card
+    finally:
+        server.stop()
+        store.close()
