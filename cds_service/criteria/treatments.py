@@ -245,8 +245,10 @@ def corticosteroids_70mg_in_7_days(facts: Facts) -> Verdict:
     amount = f"{total:g} mg prednisone-equivalent"
     if total >= threshold:
         until = below_threshold_from(cum.counted, threshold, timedelta(days=days))
+        running = "; the date assumes the ongoing order stops now" if any(
+            c.item.fact.ongoing for c in cum.counted) else ""
         return met(f"Systemic corticosteroids of {amount} in {window_text} (>= {threshold:g} mg; from "
-                   f"{sources}; {_provisional(facts)}).", *evidence, until=until)
+                   f"{sources}; {_provisional(facts)}{running}).", *evidence, until=until)
     if cum.doubtful:
         extra = cum.possible_extra
         if extra is None or total + extra >= threshold:
@@ -341,6 +343,7 @@ def anti_tumour_therapy_within_washout(facts: Facts) -> Verdict:
     max_window = timedelta(days=facts.rules.windows["washout_max_days"])
     hits: list[tuple[Any, Evidence, str]] = []  # (until, evidence, reason part)
     doubtful: list[Evidence] = []
+    doubts: list[str] = []  # what kind of doubt, for the reason
     before: list[Evidence] = []
     meds = facts.medications("anti-tumor-drugs")
     last_admin: dict[str, datetime] = {}
@@ -358,13 +361,15 @@ def anti_tumour_therapy_within_washout(facts: Facts) -> Verdict:
         if m.ongoing:
             if concept.review:
                 doubtful.append(evidence_of(m, note=f"ongoing; {concept.review}"))
+                doubts.append(f"{concept.display} (review: does it count?)")
                 continue
             until = first_date_after(facts.at, window)
             hits.append((until, evidence_of(m, note=f"no end date: assumed still taken; window {how}"),
-                         f"{concept.display} is ongoing ({m.ref} has no end date; assumed still taken, window {how})"))
+                         f"{concept.display} is ongoing ({m.ref} has no end date: assumed still taken; washout {how})"))
             continue
         if last is None:
             doubtful.append(evidence_of(m, note="undated: confirm the date of the last dose"))
+            doubts.append(f"undated {concept.display}")
             continue
         if (m.source != "MedicationAdministration" and is_open(m.period)
                 and concept.display in last_admin and m.period.start <= last_admin[concept.display]):
@@ -373,13 +378,15 @@ def anti_tumour_therapy_within_washout(facts: Facts) -> Verdict:
         if inside is Result.MET:
             if concept.review:
                 doubtful.append(evidence_of(m, note=f"within {how}; {concept.review}"))
+                doubts.append(f"{concept.display} (review: does it count?)")
                 continue
             until = first_date_after(last.end, window)
             hits.append((until, evidence_of(m, note=f"last dose {last.display()}; window {how}"),
-                         f"{concept.display} last given {last.display()} ({m.ref}), within {how}"))
+                         f"{concept.display} last given {last.display()} ({m.ref}), within its washout of {how}"))
         elif inside is Result.UNKNOWN:
             note = "end date not recorded" if is_open(m.period) else "date too imprecise for the window"
             doubtful.append(evidence_of(m, note=f"{note}; window {how}"))
+            doubts.append(f"{concept.display} ({note})")
         else:
             before.append(evidence_of(m, note=f"last dose {last.display()}; window {how}"))
     for p in facts.procedures("intrathecal-chemotherapy"):
@@ -389,6 +396,7 @@ def anti_tumour_therapy_within_washout(facts: Facts) -> Verdict:
         if in_window(when, facts.at - max_window, facts.at) is not Result.NOT_MET:
             doubtful.append(evidence_of(p, note="intrathecal chemotherapy: which drug, and its intrathecal "
                                                "half-life (cytarabine 100-236 h), decide the window"))
+            doubts.append("intrathecal chemotherapy")
     for m in facts.all_of_kind("Medication"):
         if m.codings or not m.display:
             continue
@@ -396,13 +404,14 @@ def anti_tumour_therapy_within_washout(facts: Facts) -> Verdict:
         if m.ongoing or last is None or (last.start <= facts.at and
                                          in_window(last, facts.at - max_window, facts.at) is not Result.NOT_MET):
             doubtful.append(evidence_of(m, note="recorded as text only: is it anti-tumour therapy?"))
+            doubts.append(f"a regimen recorded as text only ({m.display!r})")
     if hits:
         hits.sort(key=lambda h: h[0], reverse=True)
-        return met(f"{_cap(hits[0][2])} ({_provisional(facts)}).", *(h[1] for h in hits), until=hits[0][0])
+        return met(f"{_cap(hits[0][2])}; {_provisional(facts)}.", *(h[1] for h in hits), until=hits[0][0])
     if doubtful:
-        return unknown(f"Anti-tumour therapy may fall within its washout before {_as_of(facts)} (intrathecal "
-                       f"or text-only regimen, review-flagged drug, or last dose date unclear): confirm the date "
-                       f"and drug of the last dose.", *doubtful)
+        found = "; ".join(dict.fromkeys(doubts))
+        return unknown(f"Anti-tumour therapy may fall within its washout before {_as_of(facts)}: {found}; "
+                       f"confirm the drug and the date of the last dose.", *doubtful)
     gap = facts.gap(MEDICATION_KINDS, "anti-tumor-drugs")
     if gap:
         return unknown(f"Cannot rule out recent anti-tumour therapy: {gap}.", *before)
@@ -518,7 +527,8 @@ def allo_hsct_within_6_months(facts: Facts) -> Verdict:
     allo = facts.procedures("allo-hsct")
     sure = [p for p in allo if facts.concept(p, "allo-hsct").review is None]
     review = [p for p in allo if facts.concept(p, "allo-hsct").review is not None]
-    verdict = event_in_window(facts, sure, what="allogeneic HSCT", kinds=PROCEDURE, value_sets=("allo-hsct",),
+    verdict = event_in_window(facts, sure, what="allogeneic stem-cell transplant", kinds=PROCEDURE,
+                              value_sets=("allo-hsct",),
                               months=months, when=when, window_text=window_text)
     if verdict.result is Result.MET:
         return verdict
@@ -540,7 +550,7 @@ def allo_hsct_within_6_months(facts: Facts) -> Verdict:
     if sure or review:
         # Every allogeneic (or unspecified) transplant is older than the window.
         if verdict.evidence or unspecified.evidence:
-            return not_met(f"No allogeneic HSCT within {window_text}; the latest was on "
+            return not_met(f"No allogeneic stem-cell transplant within {window_text}; the latest was on "
                            f"{(verdict.evidence or unspecified.evidence)[0].date}.",
                            *verdict.evidence, *unspecified.evidence, *status_ev)
         return replace(verdict, evidence=verdict.evidence + status_ev)

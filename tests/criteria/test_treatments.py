@@ -774,3 +774,60 @@ def test_E16_site_major_surgery_table_makes_it_met(tmp_path):
     v = verdict("E16", surgery(10, code="whipple", system=LOCAL), knowledge=knowledge)
     assert v.result is MET
     assert v.until == date(2026, 10, 20)
+
+
+# === more cases ================================================================================================
+
+def statement_with_dose(code, *, start, end=None, mg, per_day=1, status="completed"):
+    res = medication_statement(RXNORM, code, start=start, end=end, status=status)
+    res["dosage"] = [{"route": cc(SCT, ORAL),
+                      "timing": {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}},
+                      "doseAndRate": [{"doseQuantity": {"value": mg, "unit": "mg", "system": "http://unitsofmeasure.org",
+                                                        "code": "mg"}}]}]
+    return res
+
+
+def test_E2a_statement_used_when_no_administration_exists():
+    v = verdict("E2a", statement_with_dose(PRED, start=date_ago(30), end=date_ago(-3), mg=15))
+    assert v.result is MET  # 15 mg/day x 7 days = 105 mg
+    assert "statements (prednisone)" in v.reason
+
+
+def test_E2a_statements_win_over_orders():
+    v = verdict("E2a", statement_with_dose(PRED, start=date_ago(30), end=date_ago(-3), mg=5),
+                medication_request(RXNORM, PRED, start=date_ago(10), dose_mg=20))
+    assert v.result is NOT_MET  # 35 mg from the statement; the 140 mg order is not used
+    assert "statements (prednisone)" in v.reason
+
+
+def test_E2a_statement_of_intent_is_not_counted_but_keeps_it_open():
+    v = verdict("E2a", statement_with_dose(PRED, start=date_ago(30), end=date_ago(-3), mg=15, status="intended"))
+    assert v.result is UNKNOWN
+
+
+def test_E2b_immunosuppressant_given_recently_is_a_flag():
+    v = verdict("E2b", medication_administration(RXNORM, "42316", date=days_ago(10), dose_mg=1))
+    assert "current immunosuppressant" in v.reason
+
+
+def test_E2c_unknown_reason_names_the_doubt():
+    v = verdict("E2c", medication_request(RXNORM, GILTERITINIB, start=date_ago(60), status="completed"))
+    assert "gilteritinib (end date not recorded)" in v.reason
+
+
+def test_E2c_latest_until_wins_when_several_drugs_are_in_washout():
+    v = verdict("E2c", admin(GILTERITINIB, 10), admin(IDARUBICIN, 3))
+    assert v.result is MET
+    assert v.until == date(2026, 10, 13)  # idarubicin 3 days ago + 14 days (half-life unknown)
+    assert len(v.evidence) == 2
+
+
+def test_E4_gene_modified_hspc_counts():
+    assert verdict("E4", procedure(PCS, "30233C0", performed="2023-01-01")).result is MET
+
+
+def test_E5_latest_allo_hsct_decides_until():
+    v = verdict("E5", procedure(SCT, "58390007", performed="2026-05-01"),
+                procedure(SCT, "58390007", performed="2026-07-01"))
+    assert v.result is MET
+    assert v.until == date(2027, 1, 2)
