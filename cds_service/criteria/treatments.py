@@ -71,9 +71,12 @@ def _last_performed(facts: Facts) -> Any:
         period = fact.date
         if period is None:
             return None
-        if not is_open(period):
-            return end_of_period(period)
         start = start_of_period(period)
+        if not is_open(period):
+            end = end_of_period(period) or period
+            if end.start > facts.at >= start.start:
+                return DateRange(facts.at, facts.at, period.text)  # started, due to end later: ongoing now
+            return end
         if start.start > facts.at:
             return start  # planned: event_in_window skips future-dated events
         if getattr(fact, "status", None) == "in-progress":

@@ -5,6 +5,12 @@ stopped or on-hold (cancelled / draft = not given; entered-in-error dropped); st
 stopped (intended is kept but flagged; not-taken and entered-in-error dropped). For dose windows the best source
 wins: administration > statement > request ("orders are not administrations").
 
+The arithmetic the treatment criteria share lives here too: when the last dose may have been given
+(``last_dose_range``), a drug's washout window from its half-life (``washout_window``) and the date it has passed
+(``first_date_after``), and a factor-weighted cumulative dose over a window with one best source per drug
+(``cumulative_dose``, used for prednisone-equivalents) and the date it falls below a threshold
+(``below_threshold_from``).
+
 This module does no I/O.
 """
 
@@ -233,17 +239,21 @@ def is_open(period: DateRange | None) -> bool:
 def last_dose_range(fact: MedicationFact, at: datetime) -> DateRange | None:
     """The instants at which the last dose of this record may have been given, as of ``at``.
 
-    An administration: its date (or its period's end). A statement or order with an end: the end date. With
-    a start and no end, the drug may have been given any time from the start until ``at`` (callers decide
-    separately what an *ongoing* record means). None when the record has no date.
+    An administration: its date (or its period's end). A statement or order with an end: the end date, or
+    ``at`` itself while a started period is due to end later. With a start and no end, the drug may have been
+    given any time from the start until ``at`` (callers decide separately what an *ongoing* record means). None
+    when the record has no date.
     """
     period = fact.period
     if period is None:
         return None
+    start = start_of_period(period)
     if is_open(period):
-        start = start_of_period(period)
         return DateRange(start.start, max(at, start.start), period.text)
-    return end_of_period(period)
+    end = end_of_period(period) or period
+    if end.start > at >= start.start:
+        return DateRange(at, at, period.text)  # started and due to end later: still being given at ``at``
+    return end
 
 
 def dose_mg(fact: MedicationFact) -> float | None:
@@ -265,15 +275,16 @@ def washout_window(half_life_hours: float | None, *, max_days: float, half_lives
     if half_life_hours is None:
         return cap, f"half-life unknown: {_num(max_days)} days used"
     by_half_life = timedelta(hours=half_lives * half_life_hours)
-    hl_text = f"{_num(half_lives)} half-lives = {_duration(by_half_life)} (t1/2 {_num(half_life_hours)} h)"
+    hl_text = f"{_num(half_lives)} half-lives of {_duration(by_half_life)} (t1/2 {_num(half_life_hours)} h)"
     if rule == "longer":
         chosen = max(cap, by_half_life)
     elif rule == "shorter":
         chosen = min(cap, by_half_life)
     else:
         raise ValueError(f"unknown washout rule {rule!r}")
-    which = hl_text if chosen == by_half_life else f"{_num(max_days)} days ({rule} than {hl_text})"
-    return chosen, which
+    if chosen == by_half_life:
+        return chosen, hl_text
+    return chosen, f"{_num(max_days)} days, {rule} than {hl_text}"
 
 
 def first_date_after(moment: datetime, window: timedelta) -> date:

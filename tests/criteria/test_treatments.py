@@ -831,3 +831,18 @@ def test_E5_latest_allo_hsct_decides_until():
                 procedure(SCT, "58390007", performed="2026-07-01"))
     assert v.result is MET
     assert v.until == date(2027, 1, 2)
+
+
+def test_E2c_order_running_past_today_is_met():
+    v = verdict("E2c", medication_request(RXNORM, VENETOCLAX, start=date_ago(20), end=date_ago(-7)))
+    assert v.result is MET
+    assert v.until == date(2026, 10, 7)  # as if the last dose were now: + 130 h
+
+
+def test_E2d_course_due_to_end_after_today_is_met():
+    assert verdict("E2d", period_procedure(SCT, "1217123003", start=days_ago(10), end=days_ago(-10))).result is MET
+
+
+def test_E2d_planned_course_is_not_received():
+    v = verdict("E2d", period_procedure(SCT, "1217123003", start=days_ago(-3), end=days_ago(-20)))
+    assert v.result is NOT_MET

@@ -240,3 +240,14 @@ def test_below_threshold_date_is_none_when_already_below():
     items = [item(medication_administration(RXNORM, PRED, date=days_ago(1), dose_mg=40), drug="prednisone",
                   factor=1)]
     assert below_threshold_from(cumulative_dose(items, START, AT).counted, 70, WEEK) is None
+
+
+def test_last_dose_of_a_period_still_running_is_now():
+    f = fact_of(medication_statement(RXNORM, DEX, start=date_ago(10), end=date_ago(-5), status="active"))
+    r = last_dose_range(f, AT)
+    assert r.start == r.end == AT
+
+
+def test_last_dose_of_a_future_period_is_in_the_future():
+    f = fact_of(medication_request(RXNORM, DEX, start=date_ago(-3), end=date_ago(-10)))
+    assert last_dose_range(f, AT).start > AT
