@@ -9,7 +9,7 @@ the window will have passed. A patient who passes today can still fail on the re
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,7 +60,7 @@ def _provisional(facts: Facts) -> str:
     return f"as of {_as_of(facts)}; provisional until the apheresis date is known"
 
 
-def _last_performed(facts: Facts) -> Any:
+def _last_performed(facts: Facts) -> Callable[[Any], DateRange | None]:
     """``when`` for event_in_window on procedures: the last day of a period (the last fraction / infusion).
 
     A period with no end is still running if the procedure is in progress (its last instant is now); if it is
@@ -113,11 +113,11 @@ def _undated_history(facts: Facts, conditions: Sequence[ConditionFact], start: d
     return old, open_
 
 
-def _names(facts: Facts, value_set: str, *, reviewed: bool = False) -> str:
-    """The distinct concept displays of a value set (without review entries unless asked), as an English list."""
+def _names(facts: Facts, value_set: str) -> str:
+    """The distinct displays of a value set's entries without a review flag, as an English list."""
     seen: list[str] = []
     for c in facts.tables[value_set].concepts:
-        if (c.review is None or reviewed) and c.display not in seen:
+        if c.review is None and c.display not in seen:
             seen.append(c.display)
     if len(seen) <= 1:
         return "".join(seen)
