@@ -188,7 +188,7 @@ def test_report_from_a_real_hook_call_in_chromium(tmp_path):
     patient = next((p for p in load_fixture_patients() if p.source.startswith("01-")), None)
     if patient is None:
         pytest.skip("fixture 01 not present")
-    app = create_app({"state_dir": tmp_path, "clock": lambda: FIXTURE_TIME})
+    app = create_app({"state_dir": tmp_path, "clock": lambda: FIXTURE_TIME, "auth_required": False})
     server = serve_in_thread(app)
     try:
         (_, status, payload), = replay(server.base_url, [patient])

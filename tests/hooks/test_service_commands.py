@@ -72,7 +72,7 @@ def test_prefetch_reads_searches_and_filters_like_a_fhir_server():
 
 
 def test_fixture_prefetch_covers_every_discovery_key(patients, tmp_path):
-    app = create_app({"state_dir": tmp_path, "clock": lambda: FIXTURE_TIME})
+    app = create_app({"state_dir": tmp_path, "clock": lambda: FIXTURE_TIME, "auth_required": False})
     doc = app.test_client().get("/cds-services").get_json()
     templates = doc["services"][0]["prefetch"]
     pre = prefetch_for(patients[0], templates)
@@ -105,7 +105,7 @@ def test_demo_no_serve_replays_every_fixture_patient(patients, capsys):
 
 
 def test_replayed_card_links_to_a_report_with_every_criterion(patients, tmp_path):
-    app = create_app({"state_dir": tmp_path, "clock": lambda: FIXTURE_TIME})
+    app = create_app({"state_dir": tmp_path, "clock": lambda: FIXTURE_TIME, "auth_required": False})
     server = serve_in_thread(app)
     try:
         results = replay(server.base_url, [patients[0]])
@@ -140,7 +140,8 @@ def _free_port() -> int:
 
 def test_serve_runs_gunicorn_and_answers(tmp_path):
     port = _free_port()
-    env = {**os.environ, "TRIALSCREEN_STATE_DIR": str(tmp_path), "TRIALSCREEN_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "TRIALSCREEN_STATE_DIR": str(tmp_path), "TRIALSCREEN_LOG_LEVEL": "WARNING",
+           "TRIALSCREEN_AUTH_REQUIRED": "false"}  # this test is about gunicorn, not client authentication
     env.pop("TRIALSCREEN_DATABASE_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port), "--workers", "2"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -192,7 +193,7 @@ def test_purge_reports_command(tmp_path, monkeypatch, capsys):
 def test_reports_are_stored_only_for_patients_with_a_card(patients, tmp_path):
     from sqlalchemy import text
 
-    app = create_app({"state_dir": tmp_path, "clock": lambda: FIXTURE_TIME})
+    app = create_app({"state_dir": tmp_path, "clock": lambda: FIXTURE_TIME, "auth_required": False})
     server = serve_in_thread(app)
     store = app.extensions["trialscreen.store"]
     try:

@@ -11,7 +11,7 @@ from cds_service.hooks.report import STORE_KEY, create_report_link
 
 def test_report_page_through_the_app_on_each_backend(backend):
     settings = backend()
-    overrides = {"state_dir": settings.state_dir}
+    overrides = {"state_dir": settings.state_dir, "auth_required": False}
     if settings.database_url:
         overrides["database_url"] = settings.database_url
     app = create_app(overrides)
