@@ -53,5 +53,8 @@ def open_store(settings: Settings, *, migrate_schema: bool = True,
     engine = make_engine(database_url(settings))
     if migrate_schema:
         migrate(engine)
+        # Close the migration's pooled connection: nothing stays open until a request needs the database, so a
+        # start-up that fails later (or a gunicorn fork) holds no connection.
+        engine.dispose()
     return Store(engine=engine, reports=ReportStore(engine, clock=clock), feedback=FeedbackStore(engine, clock=clock),
                  report_ttl=timedelta(hours=settings.report_ttl_hours))
