@@ -96,13 +96,7 @@ REACHABLE: dict[str, frozenset[str]] = {
 }
 
 # (patient, criterion id or "status") -> why the engine's answer is believed wrong (see the final report).
-KNOWN_DISAGREEMENTS: dict[tuple[str, str], str] = {
-    ("Patient/ts04-patient", "I2"): (
-        "The AML Condition is coded SNOMED 445448008 (AML-MRC) + ICD-10-CM C92.A2 'in relapse'; I2 reads the "
-        "relapse qualifier through facts.concept(), which returns the entry of the FIRST matching coding only, so "
-        "the relapse code in the second coding is missed and I2 is unknown instead of met (reference 1.3: a "
-        "CodeableConcept matches if any of its codings matches; I2: relapse is coded C9x.x2)."),
-}
+KNOWN_DISAGREEMENTS: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,12 @@ from cds_service.criteria.result import Evidence, Result
 from cds_service.facts.dates import in_window
 from cds_service.facts.index import Facts, evidence_of
 
+
+def _sentence_start(text: str) -> str:
+    """Upper-case the first letter only ("CABG" stays "CABG", unlike str.capitalize)."""
+    return text[:1].upper() + text[1:]
+
+
 __all__ = ["attestation", "none_recorded", "event_in_window", "window_start", "CONDITION", "PROCEDURE",
            "MEDICATION_KINDS", "IMMUNIZATION", "ALLERGY", "OBSERVATION"]
 
@@ -82,7 +88,8 @@ def event_in_window(
         date = when(fact)
         verdict = in_window(date, start, facts.at)
         if verdict is Result.MET:
-            if latest_inside is None or date.end > latest_inside:
+            # The latest event decides ``until``; ties are broken by reference so input order never matters.
+            if latest_inside is None or (date.end, fact.ref) > (latest_inside, inside_ev.reference):
                 latest_inside, inside_ev = date.end, evidence_of(fact)
         elif verdict is Result.UNKNOWN:
             if date is not None and date.start > facts.at:
@@ -95,9 +102,9 @@ def event_in_window(
     if latest_inside is not None:
         delta = relativedelta(months=months) if months is not None else relativedelta(days=days or 0)
         until = (latest_inside + delta).date() + relativedelta(days=1)
-        return met(f"{what.capitalize()} on {inside_ev.date}, within {window_text}.", inside_ev, until=until)
+        return met(f"{_sentence_start(what)} on {inside_ev.date}, within {window_text}.", inside_ev, until=until)
     if doubtful:
-        return unknown(f"{what.capitalize()} recorded, but its date cannot place it inside or outside "
+        return unknown(f"{_sentence_start(what)} recorded, but its date cannot place it inside or outside "
                        f"{window_text}.", *doubtful)
     if before:
         gap = None

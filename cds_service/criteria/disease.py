@@ -236,7 +236,8 @@ def active_gvhd_or_immunosuppression(facts: Facts) -> Verdict:
 
     MET: GvHD with clinicalStatus active / recurrence / relapse; GvHD that abated on or after
     ``at - windows.gvhd_days``; or a current systemic immunosuppressant (active order or statement, or given
-    within ``windows.immunosuppressant_active_days``) in a patient with GvHD of any status. An immunosuppressant
+    within ``windows.immunosuppressant_active_days``) in a patient with any GvHD record (even one whose activity
+    or coding needs review, e.g. WHO T86.0). An immunosuppressant
     without recorded GvHD is UNKNOWN (its indication may be GvHD, or may not), as is GvHD with unknown activity
     or without an abatement date. Abatement is compared in whole days; when only abated GvHD excludes, ``until``
     is the first day the 4 weeks have passed.
@@ -278,9 +279,12 @@ def active_gvhd_or_immunosuppression(facts: Facts) -> Verdict:
             until = max(abated_ends) + timedelta(days=w["gvhd_days"] + 1)
         return met(f"Graft-versus-host disease active at screening or within {w['gvhd_days']} days "
                    f"({_why(active[0])}).", *active, *drugs, until=until)
-    if drugs and confirmed_gvhd:
-        return met(f"Needs immunosuppressive drugs: {_first_labels(drugs)} in a patient with GvHD.",
-                   *drugs, *confirmed_gvhd)
+    if drugs and (confirmed_gvhd or doubtful):
+        # The protocol excludes "the need for immunosuppressive drugs" in a GvHD patient: a current systemic
+        # immunosuppressant with any GvHD record (even one whose activity or coding is unclear, such as WHO
+        # T86.0, which is how GvHD is coded in WHO ICD-10) shows that need, so it excludes (reference E6).
+        return met(f"Needs immunosuppressive drugs: {_first_labels(drugs)} in a patient with a GvHD record.",
+                   *drugs, *confirmed_gvhd, *doubtful)
     if doubtful:
         return unknown(f"Graft-versus-host disease recorded, activity unclear: review {_first_labels(doubtful)} "
                        f"({_why(doubtful[0])}).", *doubtful, *drugs, *drugs_doubtful)

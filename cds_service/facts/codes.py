@@ -156,6 +156,25 @@ class CodeTables:
                 out.add(vs_id)
         return frozenset(out)
 
+    def match_all(self, codings: Iterable[Coding], value_set_id: str) -> list[Concept]:
+        """Every concept of the value set matched by any of the codings (one per matching coding)."""
+        vs = self[value_set_id]
+        out = []
+        for system, code in codings:
+            if code:
+                hit = vs.lookup(self.normalise_system(system), code.strip())
+                if hit is not None and hit not in out:
+                    out.append(hit)
+        return out
+
+    def best_match(self, codings: Iterable[Coding], value_set_id: str) -> Concept | None:
+        """The most informative matching concept: a CodeableConcept matches if ANY coding does, so a clear
+        coding beats one flagged for review, and a qualified one (``relapse``) beats an unqualified one."""
+        hits = self.match_all(codings, value_set_id)
+        if not hits:
+            return None
+        return min(hits, key=lambda c: (c.review is not None, c.qualifier is None))
+
     def matching_sets(self, codings: Iterable[Coding]) -> frozenset[str]:
         """Ids of every value set any of the codings belongs to (used to index and pre-select resources)."""
         out: frozenset[str] = frozenset()

@@ -177,7 +177,7 @@ class Facts:
         codings = fact.all_codings if isinstance(fact, AllergyFact) else fact.codings
         if isinstance(fact, ProcedureFact):
             codings = codings + fact.category
-        return self.tables.match_codings(codings, value_set)
+        return self.tables.best_match(codings, value_set)
 
     def codes_in(self, codings: Iterable[tuple[str, str]], value_set: str) -> Concept | None:
         return self.tables.match_codings(codings, value_set)
@@ -311,8 +311,9 @@ class Facts:
         return self.record.problems
 
 
-def _newest_first(fact: Any) -> tuple[int, float]:
+def _newest_first(fact: Any) -> tuple[int, float, float, str]:
+    """Newest first; undated last; ties broken by reference, so the order of the input never matters."""
     date = getattr(fact, "date", None)
     if date is None:
-        return (1, 0.0)
-    return (0, -date.start.timestamp())
+        return (1, 0.0, 0.0, fact.ref)
+    return (0, -date.start.timestamp(), -date.end.timestamp(), fact.ref)

@@ -121,7 +121,10 @@ def relevant_to(tables: Any) -> Callable[[Mapping[str, Any]], bool]:
             return True
         if rtype and rtype.startswith("Medication") and "medicationReference" in raw:
             return True
-        return bool(tables.matching_sets(raw_codings(raw)))
+        codings = raw_codings(raw)
+        # A resource with no code at all (a text-only regimen or diagnosis) is kept: criteria route such
+        # entries to review, so dropping it would turn UNKNOWN into "none recorded".
+        return not codings or bool(tables.matching_sets(codings))
 
     return keep
 

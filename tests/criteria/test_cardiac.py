@@ -787,8 +787,14 @@ def test_E10f_the_same_reading_in_a_panel_and_standalone_counts_once():
 
 
 def test_E10f_unreadable_unit_is_unknown():
-    r = run("E10f", bp(160, 90, hours_ago=1, unit="mmHg"), bp(160, 90, hours_ago=2, unit="mmHg"))
+    r = run("E10f", bp(160, 90, hours_ago=1, unit="mm"), bp(160, 90, hours_ago=2, unit="mm"))
     assert r.result is UNKNOWN and "unit" in r.reason
+
+
+def test_E10f_common_mmhg_spelling_is_read_through_the_value_set_alias():
+    """"mmHg" is not UCUM, but the systolic/diastolic tables alias it to mm[Hg] (a reviewed data choice)."""
+    r = run("E10f", bp(160, 90, hours_ago=1, unit="mmHg"), bp(160, 90, hours_ago=2, unit="mmHg"))
+    assert r.result is MET
 
 
 def test_E10f_preliminary_readings_do_not_count():

@@ -234,7 +234,7 @@ def test_blood_pressure_standalone_observations_and_duplicates():
 
 
 def test_blood_pressure_unreadable_unit_is_kept_apart():
-    f = facts_of(bp(150, 90, date=days_ago(1), unit="mmHg"))
+    f = facts_of(bp(150, 90, date=days_ago(1), unit="mm"))
     b = ecg.screening_blood_pressure(f, 24)
     assert b.systolic == () and len(b.unusable) == 2
 

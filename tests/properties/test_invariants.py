@@ -194,16 +194,11 @@ def test_resource_order_changes_nothing(item, seed):
     assert _signature(_screen(ref, shuffled)) == _signature(_screen(ref, resources))
 
 
-# --- a known order dependence ------------------------------------------------------------------------------
+# --- simultaneous results: order independence ---------------------------------------------------------
 def _load_one(ref: str) -> list[dict[str, Any]]:
     return next(resources for r, resources in RAW if r == ref)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Two final results of one test at the same instant that disagree (a duplicate interface message, a corrected "
-    "value sent as a new resource) are ordered by input position: facts.results() sorts newest first with a stable "
-    "sort, so the 'latest' is whichever came first in the record and the criterion's answer depends on resource "
-    "order (reference 1.2/1.4: a conflict must be UNKNOWN, never resolved by a guess)."))
 @pytest.mark.parametrize("test_id,value", [("alt", 164), ("hiv", None)])
 def test_simultaneous_conflicting_results_do_not_depend_on_order(test_id, value):
     resources = _load_one("Patient/ts01-patient")
