@@ -59,6 +59,8 @@ class Settings:
     trusted_clients: Path | None = None
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
+    # Benchmarks only (bench/): serve POST /bench/json-only, the parse-the-body-and-answer-nothing baseline.
+    bench_endpoints: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -69,6 +71,9 @@ class Settings:
             raw = env.get(PREFIX + f.name.upper())
             if raw is None:
                 continue
+            if f.name == "auth_required" and not raw.strip():
+                # an empty value (e.g. an unset variable in a compose file) must not switch authentication off
+                raise ConfigurationError(f"{PREFIX}AUTH_REQUIRED is empty: say true or false")
             try:
                 values[f.name] = _coerce(f.type, raw)
             except ValueError as exc:

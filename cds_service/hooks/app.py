@@ -171,6 +171,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from cds_service.hooks.report import init_reports, report_saver
 
     svc.save_report = report_saver(init_reports(app, settings, knowledge.rules))
+    if settings.bench_endpoints:  # the benchmarks' JSON-only baseline (bench/); off unless asked for
+        from cds_service.hooks.bench import register_bench_endpoints
+
+        register_bench_endpoints(app)
 
     _install_request_logging(app)
     _install_authentication(app, settings)

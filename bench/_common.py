@@ -1,0 +1,221 @@
+"""Shared helpers of the benchmarks: the generated AML record, hook bodies, the app, timing and tables.
+
+Every benchmark reports medians of repeated runs and states its target as a ratio to a baseline measured
+in the same process and run (these machines are noisy: absolute times say little, ratios travel).
+
+The record: fixture 01 (a relapsed-AML candidate) plus months of daily labs and vitals cloned from its own
+Observations (ALT, AST, total and direct bilirubin, creatinine and weight daily; SpO2 and the blood-pressure
+panel three times a day), dated back from the fixture's own results so that the newest value of each test,
+and so the screening, stays the fixture's. Only codes the service's prefetch templates ask for are cloned:
+an EHR answering those templates would send no others.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+SYNTHEA = Path(os.environ.get("TRIALSCREEN_SYNTHEA_DIR", ROOT.parent / "shared" / "synthea"))
+SOURCE_FIXTURE = FIXTURES / "01-candidate-relapsed-aml.json"
+AT = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
+AT_ISO = "2026-10-01T09:00:00Z"
+SIZES = (100, 1_000, 10_000)
+
+# (LOINC code, times a day) of the Observations cloned into the daily history.
+_DAILY = {"1742-6": 1, "1920-8": 1, "1975-2": 1, "1968-7": 1, "2160-0": 1, "29463-7": 1, "59408-5": 3,
+          "85354-9": 3}
+
+if str(ROOT) not in sys.path:  # `python bench/x.py` from a clean clone: the package is installed editable anyway
+    sys.path.insert(0, str(ROOT))
+
+
+# --- the record ---------------------------------------------------------------------------------------------
+def fixture_resources(path: Path = SOURCE_FIXTURE) -> list[dict[str, Any]]:
+    bundle = orjson.loads(path.read_bytes())
+    return [e["resource"] for e in bundle["entry"]]
+
+
+def _loinc(obs: dict[str, Any]) -> str | None:
+    for c in obs.get("code", {}).get("coding", []):
+        if c.get("system") == "http://loinc.org":
+            return c.get("code")
+    return None
+
+
+def _parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def aml_record(size: int) -> list[dict[str, Any]]:
+    """About ``size`` resources: fixture 01 plus a daily lab and vital-sign history going back in time."""
+    base = fixture_resources()
+    templates: dict[str, dict[str, Any]] = {}
+    for r in base:
+        if r["resourceType"] == "Observation" and r.get("status") == "final":
+            code = _loinc(r)
+            if code in _DAILY and code not in templates and "effectiveDateTime" in r:
+                templates[code] = r
+    out = list(base)
+    n = 0
+    day = 1
+    while len(out) < size:
+        for code, per_day in _DAILY.items():
+            tpl = templates.get(code)
+            if tpl is None:
+                continue
+            for k in range(per_day):
+                if len(out) >= size:
+                    break
+                when = _parse(tpl["effectiveDateTime"]) - timedelta(days=day, hours=8 * k)
+                stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+                obs = copy.deepcopy(tpl)
+                n += 1
+                obs["id"] = f"{tpl['id']}-h{n}"
+                obs["effectiveDateTime"] = stamp
+                if "issued" in obs:
+                    obs["issued"] = stamp
+                out.append(obs)
+        day += 1
+    return out
+
+
+def patient_id_of(resources: Iterable[dict[str, Any]]) -> str:
+    return next(r["id"] for r in resources if r["resourceType"] == "Patient")
+
+
+# --- hook requests -------------------------------------------------------------------------------------------
+def searchset(resources: list[dict[str, Any]], base: str = "https://ehr.example.org/fhir") -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "searchset", "total": len(resources),
+            "entry": [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r,
+                       "search": {"mode": "match"}} for r in resources]}
+
+
+def full_prefetch(templates: Sequence[Any], resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """The prefetch an EHR would send for these templates: each resource under the key whose query it
+    matches (Observations by their code token), every other key null (searched, nothing found)."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    patient = None
+    for r in resources:
+        kind = r["resourceType"]
+        if kind == "Patient":
+            patient = r
+            continue
+        keys = [t for t in templates if t.kind == kind]
+        if not keys:
+            continue  # a kind the service does not ask for (DiagnosticReport, Medication by reference...)
+        key = keys[0].key
+        if kind == "Observation":
+            tokens = {f"{c.get('system')}|{c.get('code')}" for c in r.get("code", {}).get("coding", [])}
+            for t in keys:
+                if any(tok in t.template for tok in tokens):
+                    key = t.key
+                    break
+        by_key.setdefault(key, []).append(r)
+    out: dict[str, Any] = {}
+    for t in templates:
+        if t.kind == "Patient":
+            out[t.key] = patient
+        else:
+            found = by_key.get(t.key)
+            out[t.key] = searchset(found) if found else None
+    return out
+
+
+def hook_body(patient_id: str, prefetch: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+                            "context": {"patientId": patient_id, "userId": "Practitioner/bench"}}
+    if prefetch is not None:
+        body["prefetch"] = prefetch
+    body.update(extra)
+    return body
+
+
+# --- the app -------------------------------------------------------------------------------------------------
+def bench_app(**overrides: Any) -> Any:
+    """The service app with the benchmarks' baseline endpoint, no auth, a fixed clock and a throw-away store."""
+    from cds_service.hooks.app import create_app
+
+    state_dir = tempfile.mkdtemp(prefix="trialscreen-bench-")
+    base = {"environ": {}, "auth_required": False, "bench_endpoints": True, "clock": lambda: AT,
+            "state_dir": Path(state_dir), "log_level": "WARNING"}
+    base.update(overrides)
+    return create_app(base)
+
+
+def service_url() -> str:
+    from cds_service.hooks.discovery import SERVICE_ID
+
+    return f"/cds-services/{SERVICE_ID}"
+
+
+BASELINE_URL = "/bench/json-only"
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+# --- timing and printing -------------------------------------------------------------------------------------
+def median_time(fn: Callable[[], Any], *, repeat: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeat`` runs (after ``warmup`` untimed runs)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def interleaved_medians(fns: dict[str, Callable[[], Any]], *, repeat: int, warmup: int = 1) -> dict[str, float]:
+    """Medians of several functions timed in alternation (so drift in machine load hits them all alike)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub Markdown table (so the output can be pasted into bench/README.md as is)."""
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
+    sep = "| " + " | ".join("-" * w for w in widths) + " |"
+    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    return "\n".join([line, sep, *body])
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), Python {sys.version.split()[0]}"

@@ -1,0 +1,107 @@
+"""hook-fhir: the patient-view call without prefetch, fetching from the real local FHIR server (sekmet-fhir,
+the integration tests' server, tests/fhir_server.py) loaded with the generated record (~100, 1,000, 10,000).
+
+Baseline: the slowest single FHIR query the service makes for that patient (one prefetch template rendered
+for the patient, with its paging, through the service's own FhirClient), each timed alone.
+Target: the whole hook call costs at most 1.3x that slowest query (the queries overlap instead of adding up).
+
+Settings for the run (so that 10,000 resources are read whole, not cut by the service's limits):
+fhir_page_size=1000 (the server's cap), fhir_max_pages=50, fhir_deadline_seconds=120.
+
+    python bench/hook_fhir.py [--repeat N] [--sizes 100,1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import orjson
+from _common import (
+    JSON_HEADERS,
+    ROOT,
+    SIZES,
+    aml_record,
+    bench_app,
+    hook_body,
+    interleaved_medians,
+    machine,
+    ms,
+    service_url,
+    table,
+    verdict,
+)
+
+sys.path.insert(0, str(ROOT / "tests"))
+from fhir_server import LocalFhirServer, server_installed  # noqa: E402
+
+TARGET = 1.3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=0, help="timed runs per size (default: by size)")
+    parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
+    args = parser.parse_args(argv)
+    if not server_installed():
+        print("hook-fhir: sekmet-fhir is not installed (pip install sekmet-fhir==0.1.1): skipped")
+        return 0
+    sizes = [int(s) for s in args.sizes.split(",")]
+    from cds_service.gather.fhir_client import Deadline, FhirClient, Query
+    from cds_service.hooks.app import state
+    from cds_service.hooks.demo_data import FixturePatient, transaction_for
+
+    rows, ratios = [], {}
+    with LocalFhirServer() as server:
+        base = server.base_url
+        app = bench_app(fhir_allowlist=(base,), fhir_page_size=1000, fhir_max_pages=50, fhir_deadline_seconds=120)
+        svc = state(app)
+        client = app.test_client()
+        for size in sizes:
+            resources = aml_record(size)
+            prefix = f"b{size}-"
+            patient = FixturePatient(resources[0]["id"], "bench", resources)
+            t0 = time.perf_counter()
+            server.load_bundle(transaction_for(patient, prefix))
+            server.analyze()
+            load_s = time.perf_counter() - t0
+            pid = prefix + resources[0]["id"]
+            body = orjson.dumps(hook_body(pid, fhirServer=base))
+
+            def hook(body: bytes = body) -> None:
+                resp = client.post(service_url(), data=body, headers=JSON_HEADERS)
+                assert resp.status_code == 200, resp.get_data(as_text=True)[:300]
+                cards = resp.json["cards"]
+                assert cards, "the generated AML patient should get a card"
+                screening = cards[0]["extension"]["org.trialscreen.screening"]
+                assert not screening.get("not_retrieved"), screening.get("not_retrieved")
+
+            queries = {t.key: Query(t.kind, t.render(pid)) for t in svc.templates}
+
+            def one(query: Query) -> None:
+                fc = FhirClient(base, token=None, allowlist=svc.allowlist, max_pages=50, deadline=Deadline(120))
+                result = fc.search(query)
+                assert result.error is None, result.error
+
+            repeat = args.repeat or {100: 15, 1_000: 11, 10_000: 5}.get(size, 5)
+            fns = {"hook": hook, **{k: (lambda q=q: one(q)) for k, q in queries.items()}}
+            t = interleaved_medians(fns, repeat=repeat, warmup=1)
+            slowest_key = max(queries, key=lambda k: t[k])
+            all_queries = sum(t[k] for k in queries)
+            ratio = t["hook"] / t[slowest_key]
+            ratios[size] = ratio
+            rows.append([f"{len(resources):,}", f"{load_s:.1f}", len(queries), f"{slowest_key}",
+                         ms(t[slowest_key]), ms(all_queries), ms(t["hook"]), f"{ratio:.2f}x", repeat])
+    print(f"hook-fhir: patient-view without prefetch, from sekmet-fhir on 127.0.0.1 ({machine()})\n")
+    print(table(["resources", "load s", "queries", "slowest query", "slowest ms", "sum of queries ms",
+                 "hook ms", "ratio", "runs"], rows))
+    ok = all(r <= TARGET for r in ratios.values())
+    print()
+    print("RATIOS hook-fhir: " + ", ".join(f"{s:,}={r:.2f}x" for s, r in ratios.items())
+          + f" (target <= {TARGET:g}x the slowest single query: {verdict(ok)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
