@@ -4,6 +4,7 @@ exception, a hang or a leaked token. The working paths run against a real server
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 import requests
@@ -192,17 +193,22 @@ def test_paging_stops_at_the_page_cap():
 # --- deadline and logs -----------------------------------------------------------------------------------------
 @responses.activate
 def test_deadline_marks_unfinished_queries():
-    def slow(request):
-        import time
+    release, finished = threading.Event(), threading.Event()
 
-        time.sleep(0.6)
+    def slow(request):
+        release.wait(2.0)
+        finished.set()
         return 200, {}, b'{"resourceType": "Bundle", "type": "searchset"}'
 
     responses.add_callback(responses.GET, f"{BASE}/Condition", callback=slow)
     responses.get(f"{BASE}/Procedure", json=_bundle())
     client = _client(deadline=0.3)
-    results = client.fetch_all({"c": Query("Condition", "Condition?patient=p1"),
-                                "p": Query("Procedure", "Procedure?patient=p1")})
+    try:
+        results = client.fetch_all({"c": Query("Condition", "Condition?patient=p1"),
+                                    "p": Query("Procedure", "Procedure?patient=p1")})
+    finally:
+        release.set()
+        finished.wait(3.0)  # let the abandoned request end inside this test's mock, not a later test's
     assert results["c"].error == "deadline passed"
     assert results["p"].error is None
 

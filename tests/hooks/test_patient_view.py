@@ -106,7 +106,7 @@ def test_paged_prefetch_is_completed_through_the_fhir_server(make_app):
     responses.get(f"{EHR}/Condition", json=page2)
     prefetch = full_prefetch(app, patient(), overrides={"conditions": bundle})
     body = _post(app.test_client(), hook_body(prefetch, fhirServer=EHR, fhirAuthorization=_auth()))
-    assert len(responses.calls) == 1
+    assert [c.request.url for c in responses.calls] == [f"{EHR}/Condition?patient={PID}&_offset=1"]
     assert responses.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
     resources = [patient(), bundle["entry"][0]["resource"], page2["entry"][0]["resource"]]
     assert _screening(body) == screen_of(*resources, at=AT).to_json()
