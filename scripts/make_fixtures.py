@@ -171,6 +171,9 @@ L_HCV_AB = ((LOINC, "13955-0", "Hepatitis C virus Ab [Presence] in Serum or Plas
 L_HCV_RNA = ((LOINC, "11011-4", "Hepatitis C virus RNA [Units/volume] (viral load) in Serum or Plasma by "
                                 "Probe and target amplification method"),)
 L_TPPA = ((LOINC, "24312-1", "Treponema pallidum Ab [Presence] in Serum by Agglutination"),)
+L_DISEASE_STATUS = ((LOINC, "97509-4", "Cancer disease progression"),)
+IN_FULL_REMISSION = (SCT, "550991000124107", "Malignant neoplasm in full remission (disorder)")
+L_MARROW_BLASTS = ((LOINC, "11150-0", "Blasts/100 cells"), (LOCAL_LAB_CN, "BM-BLAST", "骨髓原始细胞"))
 L_PML_RARA = ((LOINC, "21551-7", "t(15;17)(q24.1;q21.1)(PML,RARA) fusion transcript"),)
 POSITIVE = (LOINC, "LA6576-8", "Positive")
 NEGATIVE = (LOINC, "LA6577-6", "Negative")
@@ -210,6 +213,7 @@ RX_POSACONAZOLE = ((RXNORM, "282446", "posaconazole"),)
 RX_FLUDARABINE = ((RXNORM, "24698", "fludarabine"),)
 ATC_CYTARABINE = ((ATC, "L01BC01", "cytarabine"),)
 ATC_IDARUBICIN = ((ATC, "L01DB06", "idarubicin"),)
+ATC_CICLOSPORIN = ((ATC, "L04AD01", "ciclosporin"),)
 ATC_DMSO = ((ATC, "G04BX13", "dimethyl sulfoxide"),)
 ATC_ANTIBACTERIAL = ((ATC, "J01DH02", "meropenem"),)
 ROUTE_IV = (SCT, "47625008", "Intravenous route (qualifier value)")
@@ -1311,6 +1315,40 @@ def f45() -> Fixture:
                                E2a=("unknown", "prednisone order without a dose"),
                                E2c=("unknown", "idarubicin in 2026-09: inside or outside the 14-day window"),
                                E10f=("unknown", "a single BP reading"))})
+
+
+@fixture
+def f46() -> Fixture:
+    p = person("46")
+    p.patient("Zhang", "Wei", "male", birth_for_age(39, 4), "CN-880046", chinese=True)
+    # Second "Chinese hospital" record: WHO ICD-10 only, so relapse must be shown by the marrow: complete remission
+    # documented (mCODE disease status) and bone-marrow blasts 18% now. GvHD coded the WHO way (T86.0, which
+    # also covers graft rejection) on ciclosporin.
+    p.condition(AML_WHO, onset=day(520), recorded=day(520), text="急性髓系白血病")
+    for d in range(7):
+        p.administration("cytarabine", ATC_CYTARABINE, when=instant(515 - d, 10), dose=180)
+    for d in range(3):
+        p.administration("idarubicin", ATC_IDARUBICIN, when=instant(515 - d, 11), dose=22)
+    p.coded("diseasestatus", L_DISEASE_STATUS, IN_FULL_REMISSION, when=instant(480, 10), category="exam")
+    p.procedure("hsct", P_ALLO_HSCT[1:2], performed=months_back(13).isoformat() + "T09:00:00Z")
+    p.condition(GVHD_WHO, onset=day(250), clinical="active", text="慢性移植物抗宿主病")
+    p.request("ciclosporin", ATC_CICLOSPORIN, start=day(250), dose=75, per_day=2, route=ROUTE_ORAL)
+    p.procedure("biopsy", P_BIOPSY, performed=instant(11, 9), text="骨髓穿刺活检")
+    p.lab("blasts", L_MARROW_BLASTS, 18, "%", when=instant(11, 15), flag="H")
+    workup(p, ecog=0, creat=None, weight=(66.0, "kg"))
+    p.lab("creat", L_CREAT_MOL + ((LOCAL_LAB_CN, "CREA", "肌酐"),), 81, "umol/L", when=instant(4, 7, 30), low=57,
+          high=111, flag="N")
+    return Fixture("46", "who-icd10-marrow-relapse-gvhd-on-ciclosporin", "'Chinese hospital' record: WHO ICD-10 "
+                   "C92.0, relapse shown by marrow blasts 18% after a documented complete remission; GvHD coded "
+                   "WHO T86.0 (also covers graft rejection) on ciclosporin", [p],
+                   {p.pid: exp("ineligible", "WHO-coded relapse, but on a current immunosuppressant after "
+                               "transplant ('the need for immunosuppressive drugs').",
+                               I2=("met", "blasts 18% after documented CR"),
+                               I6=("met", "ECOG 0"),
+                               E5=("not-met", "allo-HSCT 13 months ago"),
+                               E6=("met", "an active systemic immunosuppressant (ciclosporin) excludes; review "
+                                          "only when the indication is known not to be GvHD (reference E6), and "
+                                          "here it is post-transplant T86.0"))})
 
 
 # --- (d) not applicable ------------------------------------------------------------------------------------
