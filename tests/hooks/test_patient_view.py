@@ -302,3 +302,22 @@ def test_huge_prefetch_bundle_is_read_up_to_the_cap(app, client, monkeypatch):
     many = searchset(*[allergy(SCT, "294505008") for _ in range(8)])
     screening = _screening(_post(client, hook_body(full_prefetch(app, *aml_patient(), overrides={"allergies": many}))))
     assert "more than 5 entries" in screening["not_retrieved"]["AllergyIntolerance"]
+
+
+def test_a_request_shaped_like_the_spec_example_is_accepted(app, client):
+    """The spec's example request (extra top-level and context fields, fhirAuthorization with patient)."""
+    prefetch = full_prefetch(app, *aml_patient())
+    body = {
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "fhirServer": "https://ehr.example.org/fhir",
+        "hook": "patient-view",
+        "fhirAuthorization": {"access_token": "some-opaque-fhir-access-token", "token_type": "Bearer",
+                              "expires_in": 300, "scope": "user/Patient.read user/Observation.read",
+                              "subject": "cds-service4", "patient": PID},
+        "user": "Practitioner/example",
+        "context": {"userId": "PractitionerRole/123", "patientId": PID, "encounterId": "456"},
+        "prefetch": prefetch,
+    }
+    result = _post(client, body)
+    check_cards(result)
+    assert len(result["cards"]) == 1
