@@ -185,6 +185,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(discovery_bp)
     app.register_blueprint(patient_view_bp)
+    from cds_service.hooks.feedback import bp as feedback_bp
+
+    app.register_blueprint(feedback_bp)
     log.info("service ready", extra={"count": len(templates)})
     return app
 
@@ -212,13 +215,15 @@ def _install_request_logging(app: Flask) -> None:
 
 # --- authentication (issue 4) ------------------------------------------------------------------------------
 def _install_authentication(app: Flask, settings: Settings) -> None:
-    """Place for the CDS client authentication (JWT bearer, issue 4 item 1): a ``before_request`` hook that
-    verifies the token on hook and feedback calls and answers a bare 401 otherwise.
+    """CDS client authentication (JWT bearer on hook and feedback POSTs, bare 401 otherwise) and CORS.
 
-    Not implemented yet: ``settings.auth_required`` is NOT enforced; every caller is accepted.
+    See ``cds_service.hooks.auth``: trusted clients are loaded now (a bad file stops start-up), replays are
+    refused through the database store, and ``auth_required=False`` logs a warning.
     """
-    if settings.auth_required:
-        log.warning("CDS client authentication is not implemented yet: requests are NOT authenticated")
+    from cds_service.hooks.auth import install_authentication, install_cors
+
+    install_cors(app, settings)
+    install_authentication(app, settings)
 
 
 # --- errors ------------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from cds_service.hooks.demo_data import (
     valid_prefix,
 )
 from cds_service.pipeline import Screening
+from cds_service.security.demo_client import DemoClient, make_demo_client
 
 __all__ = ["add_service_commands", "LocalServer", "serve_in_thread", "demo_settings", "demo_request_headers",
            "APP_SPEC", "replay", "upload_fixtures"]
@@ -94,18 +95,26 @@ def serve_in_thread(app: Callable[..., Any], host: str = "127.0.0.1", port: int 
 
 
 # --- demo mode: the places issue 4 (authentication, CORS) plugs into ----------------------------------------
-def demo_settings(state_dir: Path) -> dict[str, Any]:
+def demo_settings(state_dir: Path, client: DemoClient | None = None) -> dict[str, Any]:
     """Settings overrides for ``trialscreen demo``: its own SQLite store in ``state_dir``.
 
     Demo-only relaxations (CORS for the sandbox, the demo's own trusted client key) belong here, so that
-    ``serve`` never gets them.
+    ``serve`` never gets them: any origin may call (``*``, never with credentials), and ``client``'s
+    trusted-clients file (the demo's own key, plus any clients of ``TRIALSCREEN_TRUSTED_CLIENTS``) is trusted.
     """
-    return {"state_dir": state_dir, "log_level": "WARNING"}  # the terminal shows cards, not request logs
+    out: dict[str, Any] = {"state_dir": state_dir, "log_level": "WARNING",  # the terminal shows cards, not logs
+                           "cors_origins": ("*",)}
+    if client is not None:
+        out["trusted_clients"] = client.trusted_clients_file
+    return out
 
 
-def demo_request_headers(base_url: str, service_id: str) -> dict[str, str]:
-    """HTTP headers for the demo's own hook calls (an ``Authorization`` header, once clients must sign in)."""
-    return {"Content-Type": "application/json", "Accept": "application/json"}
+def demo_request_headers(base_url: str, service_id: str, token: str | None = None) -> dict[str, str]:
+    """HTTP headers for the demo's own hook calls, with ``Authorization: Bearer <token>`` when given."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
 
 
 # --- serve --------------------------------------------------------------------------------------------------
@@ -142,9 +151,12 @@ def _discovery(session: requests.Session, base_url: str) -> dict[str, Any]:
     return service
 
 
-def replay(base_url: str, patients: list[FixturePatient], *, session: requests.Session | None = None
-           ) -> list[tuple[FixturePatient, int, dict[str, Any]]]:
-    """POST a patient-view call with full prefetch for each patient; return (patient, HTTP status, body)."""
+def replay(base_url: str, patients: list[FixturePatient], *, session: requests.Session | None = None,
+           sign: Callable[[str], str] | None = None) -> list[tuple[FixturePatient, int, dict[str, Any]]]:
+    """POST a patient-view call with full prefetch for each patient; return (patient, HTTP status, body).
+
+    ``sign(url)`` returns a fresh bearer token for the endpoint ``url`` (one per call: tokens are single-use).
+    """
     session = session or requests.Session()
     service = _discovery(session, base_url)
     templates = service.get("prefetch") or {}
@@ -157,7 +169,8 @@ def replay(base_url: str, patients: list[FixturePatient], *, session: requests.S
             "context": {"userId": "Practitioner/demo-hematologist", "patientId": p.patient_id},
             "prefetch": prefetch_for(p, templates),
         }
-        resp = session.post(url, json=body, headers=demo_request_headers(base_url, service["id"]), timeout=60)
+        token = sign(url) if sign is not None else None
+        resp = session.post(url, json=body, headers=demo_request_headers(base_url, service["id"], token), timeout=60)
         try:
             payload = resp.json()
         except ValueError:
@@ -228,15 +241,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     out: TextIO = sys.stdout
     at = args.at or FIXTURE_TIME
     base = Settings.from_env()
-    tmp = None
-    overrides: dict[str, Any]
-    if base.database_url:
-        overrides = {}
-    else:
-        tmp = tempfile.mkdtemp(prefix="trialscreen-demo-")
-        overrides = demo_settings(Path(tmp))
-    overrides["clock"] = lambda: at
+    # The demo's own state: its SQLite store (unless TRIALSCREEN_DATABASE_URL is set) and its client key pair.
+    tmp = tempfile.mkdtemp(prefix="trialscreen-demo-")
     try:
+        client = make_demo_client(Path(tmp) / "client", also_trust=base.trusted_clients)
+        overrides: dict[str, Any] = demo_settings(Path(tmp), client)
+        if base.database_url:
+            del overrides["state_dir"]
+        overrides["clock"] = lambda: at
         try:
             patients = load_fixture_patients(args.fixtures)
         except InputError as exc:
@@ -248,7 +260,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         try:
             print(f"TrialScreen demo: CDS service at {server.base_url}/cds-services "
                   f"(evaluation time {at.isoformat()}, the fixtures' date)\n", file=out, flush=True)
-            results = replay(server.base_url, patients)
+            results = replay(server.base_url, patients, sign=client.token)
             with_cards = 0
             for patient, status, payload in results:
                 cards = payload.get("cards") if status == 200 else None
@@ -261,6 +273,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 return 1 if failed else 0
             print(f"\nStill serving at {server.base_url}/cds-services: point a CDS Hooks client at it. "
                   "Ctrl-C stops.", file=out, flush=True)
+            print(_how_to_call(server.base_url, client), file=out, flush=True)
             try:
                 threading.Event().wait()
             except KeyboardInterrupt:
@@ -272,8 +285,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             if store is not None:
                 store.close()
     finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _how_to_call(base_url: str, client: DemoClient) -> str:
+    """How a person calls the running demo: the demo's client identity and a ready curl command."""
+    from cds_service.hooks.discovery import SERVICE_ID
+
+    url = f"{base_url}/cds-services/{SERVICE_ID}"
+    return textwrap.dedent(f"""
+        Hook calls need a signed bearer token (CDS Hooks 2.0). This demo trusts its own ES384 key:
+          issuer {client.iss}, kid {client.kid}
+          private key         {client.key_file}
+          trusted clients     {client.trusted_clients_file}
+          (all deleted when the demo stops)
+        A fresh token for the hook (audience {url}; valid 5 minutes, usable once):
+          curl -X POST '{url}' -H 'Content-Type: application/json' \\
+            -H 'Authorization: Bearer {client.token(url)}' -d @request.json
+        To use the CDS Hooks sandbox or another client, trust it in a file named by TRIALSCREEN_TRUSTED_CLIENTS
+        (docs/security.md) and start the demo again: its clients are trusted alongside the demo's own key.
+        Browsers may call from any origin (CORS *).""")
 
 
 # --- fixtures upload ----------------------------------------------------------------------------------------
@@ -375,6 +406,10 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("purge-reports", help="delete expired screening reports now (they also go on write)")
     p.set_defaults(func=_cmd_purge_reports)
+
+    from cds_service.hooks.feedback_report import add_feedback_report_command
+
+    add_feedback_report_command(subparsers)
 
     p = subparsers.add_parser("fixtures", help="work with the fixture patients")
     fsub = p.add_subparsers(dest="fixtures_command")

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Dialect, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "ScreeningReport", "Feedback", "UtcDateTime"]
+__all__ = ["Base", "ScreeningReport", "Feedback", "UsedTokenId", "UtcDateTime"]
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -81,4 +81,24 @@ class Feedback(Base):
         UniqueConstraint("idempotency_key", name="uq_cds_feedback_idempotency_key"),
         Index("ix_cds_feedback_service_outcome_ts", "service_id", "outcome_timestamp"),
         Index("ix_cds_feedback_card_uuid", "card_uuid"),
+    )
+
+
+class UsedTokenId(Base):
+    """A CDS client JWT id (``jti``) already used, kept until the token expires so a replay is refused.
+
+    Shared by every worker and replica through the database: the unique (iss, jti) pair makes the first
+    INSERT win and any later one fail, wherever it runs. Expired rows are purged (``store.replay``).
+    """
+
+    __tablename__ = "cds_used_jti"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    iss: Mapped[str] = mapped_column(String(255), nullable=False)
+    jti: Mapped[str] = mapped_column(String(255), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("iss", "jti", name="uq_cds_used_jti_iss_jti"),
+        Index("ix_cds_used_jti_expires_at", "expires_at"),
     )
