@@ -113,7 +113,7 @@ def format_rates(rows: Iterable[PeriodRates], *, by: str, since: date | None) ->
         for reason, n in sorted(r.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    overridden: {reason}: {n} ({_pct(n, r.overridden)} of overrides, "
                          f"{_pct(n, r.total)} of feedback)")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _parse_since(text: str) -> date:

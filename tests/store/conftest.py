@@ -96,7 +96,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Set
     url = request.getfixturevalue("pg_schema_url")
     engine = create_engine(url)
     with engine.begin() as conn:  # one schema per session: empty our tables between tests
-        for table in ("screening_report", "cds_feedback"):
+        for table in ("screening_report", "cds_feedback", "cds_used_jti"):
             if conn.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar() is not None:
                 conn.execute(text(f"DELETE FROM {table}"))
     engine.dispose()
