@@ -11,9 +11,10 @@ error="invalid_token"``) and one log line naming the reason, never the token.
 The audience a token must name is the URL the client called: ``TRIALSCREEN_PUBLIC_URL`` (when set: behind
 a proxy the request's own URL is the internal one) or the request's root URL, plus the path. The discovery
 URL ``<base>/cds-services`` is also accepted: the CDS Hooks 2.0 text says ``aud`` is "the CDS Service
-endpoint", and some clients (the CDS Hooks sandbox among them) send the discovery URL they were given
-rather than each service's URL. Accepting it does not widen trust beyond this service: a token minted for
-another service names that service's base URL.
+endpoint", which some clients read as the provider's endpoint, i.e. the discovery URL they were configured
+with, and sign every call for it. (The CDS Hooks sandbox signs hook calls for the service URL and discovery
+calls for the discovery URL: both pass.) Accepting it does not widen trust beyond this deployment: a token
+minted for another service names that service's URLs, and the jti is still single-use.
 
 Replays are refused across every worker and replica: used ``jti`` values live in the database
 (:class:`cds_service.store.replay.DbReplayGuard`). Only the JWKS cache is per process (a cache).

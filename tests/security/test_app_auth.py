@@ -179,7 +179,7 @@ def test_valid_rs384_token_is_accepted(app, keys):
 
 
 def test_discovery_url_is_accepted_as_audience(app, keys):
-    """Some clients (the CDS Hooks sandbox) send the discovery URL as ``aud``: accepted, documented."""
+    """Some clients sign every call for the discovery URL they were configured with: accepted, documented."""
     assert post(app.test_client(), app, token(keys["ec"], aud="http://localhost/cds-services")).status_code == 200
 
 
