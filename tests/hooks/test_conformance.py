@@ -148,14 +148,15 @@ def test_time_window_card_conforms(app, client):
     assert body["cards"][0]["summary"].startswith("Not eligible for NCT06880354 until ")
 
 
-@pytest.mark.parametrize("resources", [
-    [patient(birth="1970-05-01")],  # not applicable
-    aml_patient(patient(birth="1940-01-01", pid="p1")),  # too old: ineligible (I1), duplicate Patient ignored
+@pytest.mark.parametrize("resources,status", [
+    ([patient(birth="1970-05-01")], "not-applicable"),
+    ([patient(birth="1940-01-01"), *aml_patient()[1:]], "ineligible"),  # too old (I1)
 ])
-def test_explained_ineligibility_cards_conform(make_app, resources):
+def test_explained_ineligibility_cards_conform(make_app, resources, status):
     app = make_app(explain_ineligibility=True)
     body = _post(app.test_client(), full_prefetch(app, *resources))
     assert len(body["cards"]) == 1
+    assert body["cards"][0]["extension"]["org.trialscreen.screening"]["status"] == status
 
 
 def test_no_card_answers_conform(app, client):
