@@ -196,7 +196,8 @@ class FhirClient:
             if remaining <= 0:
                 raise FhirUnavailable("deadline passed")
             headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
-            assert self._session is not None
+            if self._session is None:  # unreachable: an untrusted base is refused above
+                raise FhirNotTrusted("the FHIR server is not on the allowlist (nothing sent)")
             try:
                 resp = self._session.get(url, headers=headers, timeout=(min(remaining, 2.0), remaining),
                                          allow_redirects=False, stream=True)
@@ -266,14 +267,6 @@ class FhirClient:
         except FhirError as exc:
             out.error = _reason(exc)
         return out
-
-    def continue_bundle(self, bundle: Mapping[str, Any], kind: str) -> KindResult:
-        """Follow the ``next`` links of a Bundle already in hand (a paged prefetch); the first page is not
-        included in the result."""
-        url = _next_link(bundle)
-        if url is None:
-            return KindResult()
-        return self.search(Query(kind, url))
 
     # --- everything at once --------------------------------------------------------------------------------
     def fetch_all(self, queries: Mapping[str, Query]) -> dict[str, KindResult]:
