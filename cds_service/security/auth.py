@@ -110,6 +110,9 @@ class JwksCache:
     ttl_seconds: float = 300.0
     timeout_seconds: float = 2.0
     fetch: Callable[[str, float], Mapping[str, Any]] | None = None
+    # A forced refresh (an unknown kid: the issuer may have rotated its keys) is honoured at most this often,
+    # so tokens with made-up kids cannot turn every request into a fetch from the issuer's server.
+    min_refresh_seconds: float = 30.0
     _entries: dict[str, tuple[float, Mapping[str, Any]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -117,7 +120,7 @@ class JwksCache:
         now = time.monotonic()
         with self._lock:
             hit = self._entries.get(url)
-            if hit and not refresh and now - hit[0] < self.ttl_seconds:
+            if hit and now - hit[0] < (self.min_refresh_seconds if refresh else self.ttl_seconds):
                 return hit[1]
         doc = (self.fetch or _http_fetch)(url, self.timeout_seconds)
         with self._lock:

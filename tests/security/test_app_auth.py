@@ -460,3 +460,13 @@ def test_auth_off_only_by_explicit_setting_and_with_a_warning(knowledge, tmp_pat
 def test_an_empty_auth_setting_does_not_turn_authentication_off():
     with pytest.raises(ConfigurationError, match="AUTH_REQUIRED is empty"):
         Settings.from_env({"TRIALSCREEN_AUTH_REQUIRED": " "})
+
+
+def test_unknown_kids_do_not_make_every_request_a_key_fetch(app, keys, jwks_server):
+    """A made-up kid forces one refresh (keys rotate), then the cache answers for min_refresh_seconds."""
+    before = len(jwks_server.requests)
+    client = app.test_client()
+    for n in range(5):
+        tok = token(keys["ec"], kid=f"made-up-{n}", iss=JKU_ISS, headers={"jku": jwks_server.url})
+        assert_bare_401(post(client, app, tok))
+    assert len(jwks_server.requests) - before == 1
