@@ -54,6 +54,7 @@ class Selection:
     current: tuple[ObservationFact, ...]
     stale: ObservationFact | None  # the newest result that is too old to count
     preliminary: tuple[ObservationFact, ...]
+    conflict: tuple[ObservationFact, ...] = ()  # final results at the newest instant that disagree
 
     @property
     def latest(self) -> ObservationFact | None:
@@ -208,12 +209,26 @@ class Facts:
                     stale = obs
                 continue
             (preliminary if obs.preliminary else current).append(obs)
+        # Two final results of one test at the same instant that disagree (a duplicate interface message, a
+        # corrected value sent as a new resource): which is right cannot be known, so neither decides and the
+        # question stays open (reference 1.2: conflicting data is never resolved by a guess).
+        if len(current) > 1 and current[1].effective.start == current[0].effective.start:
+            # Same instant and the same test code (two methods, e.g. LVEF by 2D echo and visual estimate, are
+            # two measurements that the criterion weighs itself, not a conflict).
+            first_codes = set(current[0].codings)
+            tied = [o for o in current if o.effective.start == current[0].effective.start
+                    and first_codes & set(o.codings)]
+            if len(tied) > 1 and len({_value_signature(o) for o in tied}) > 1:
+                return Selection((), stale, tuple(preliminary), tuple(tied))
         return Selection(tuple(current), stale, tuple(preliminary))
 
     def no_recent_reason(self, sel: Selection, what: str, recency: str) -> str:
         """One sentence for "there is no usable result" that says what was found instead."""
         days = self.rules.recency_days[recency]
         window = f" in the {days} days before {self.at.date().isoformat()}" if days is not None else ""
+        if sel.conflict:
+            refs = ", ".join(o.ref for o in sel.conflict)
+            return f"The latest {what} results disagree at the same time ({refs}); review which is right."
         if sel.preliminary:
             return f"Only a preliminary {what} result{window} ({sel.preliminary[0].ref}); a final result is needed."
         if sel.stale is not None:
@@ -309,6 +324,20 @@ class Facts:
     @property
     def problems(self) -> list[DataProblem]:
         return self.record.problems
+
+
+def _value_signature(obs: ObservationFact) -> tuple[Any, ...]:
+    q = obs.quantity
+    return (
+        (q.value, q.unit, q.comparator) if q is not None else None,
+        tuple(sorted(obs.value_codings)),
+        (obs.text or "").strip().lower(),
+        obs.integer,
+        obs.boolean,
+        tuple(sorted(obs.interpretation)),
+        tuple((c.codings, (c.quantity.value, c.quantity.unit) if c.quantity else None, c.value_codings)
+              for c in obs.components),
+    )
 
 
 def _newest_first(fact: Any) -> tuple[int, float, float, str]:

@@ -215,12 +215,6 @@ def test_simultaneous_conflicting_results_do_not_depend_on_order(test_id, value)
     assert [(c[0], c[1]) for c in first] == [(c[0], c[1]) for c in second]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Two final results of one test at the same instant that disagree (ALT 32 and 164 U/L; HIV negative and "
-    "positive) are now ordered by resource id, which makes the answer order-free but still resolves the conflict "
-    "by a guess: I7a is met on ALT 32 although ALT 164 (4 x ULN) was reported at the same time, and E12a is "
-    "not-met although a positive HIV result exists at that instant. Reference 1.2: conflicting data is never "
-    "'met' for an inclusion nor 'not-met' for a test-decided exclusion (1.4 does this for conflicting ULNs)."))
 @pytest.mark.parametrize("test_id,value,cid,unsafe", [("alt", 164, "I7a", Result.MET),
                                                       ("hiv", None, "E12a", Result.NOT_MET)])
 def test_simultaneous_conflicting_results_are_not_decided_favourably(test_id, value, cid, unsafe):
