@@ -68,10 +68,12 @@ def _evidence(parts: Sequence[Part]) -> tuple[Evidence, ...]:
 
 def _no_result(facts: Facts, sel, what: str, recency: str) -> Part:  # noqa: ANN001 - a Selection
     """UNKNOWN part for "no usable result", with the stale or preliminary result as evidence."""
-    ev = tuple(evidence_of(o, note="preliminary") for o in sel.preliminary[:1])
+    ev = tuple(evidence_of(o, note="disagrees with a result at the same time") for o in sel.conflict)
+    ev += tuple(evidence_of(o, note="preliminary") for o in sel.preliminary[:1])
     if sel.stale is not None:
         ev += (evidence_of(sel.stale, note="too old to count"),)
-    return Part(Result.UNKNOWN, facts.no_recent_reason(sel, what, recency), ev)
+    # Parts are joined into one sentence by the caller: no full stop of its own.
+    return Part(Result.UNKNOWN, facts.no_recent_reason(sel, what, recency).rstrip("."), ev)
 
 
 def _review_note(facts: Facts, fact: object, value_set: str) -> str | None:
