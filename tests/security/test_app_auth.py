@@ -470,3 +470,12 @@ def test_unknown_kids_do_not_make_every_request_a_key_fetch(app, keys, jwks_serv
         tok = token(keys["ec"], kid=f"made-up-{n}", iss=JKU_ISS, headers={"jku": jwks_server.url})
         assert_bare_401(post(client, app, tok))
     assert len(jwks_server.requests) - before == 1
+
+
+def test_the_documented_sandbox_example_loads():
+    from cds_service.hooks.auth import load_clients_for
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "trusted-clients.sandbox.yaml"
+    (client,) = load_clients_for(Settings(trusted_clients=path)).values()
+    assert client.iss == "https://sandbox.cds-hooks.org"
+    assert client.jwks_url == "https://sandbox.cds-hooks.org/.well-known/jwks.json" and client.jku == (client.jwks_url,)
