@@ -139,7 +139,9 @@ class CodeTables:
         """The first concept of the value set matched by any of the (system, code) pairs."""
         vs = self[value_set_id]
         for system, code in codings:
-            if not code:
+            # The cached reverse index answers "not in this set" (nearly every call, in the criteria's loops
+            # over all Observations) with one lookup; it holds exactly the codes ``lookup`` matches.
+            if not code or value_set_id not in self.sets_for(system, code):
                 continue
             hit = vs.lookup(self.normalise_system(system), code.strip())
             if hit is not None:

@@ -99,21 +99,30 @@ def _resolve_medication(res: Any, medications: Mapping[str, Any]) -> tuple[tuple
     return tuple(codes), display or ref.display
 
 
+def _field(obj: Any, name: str) -> Any:
+    """``obj.name``, or None when its type has no such field (the Dosage of a MedicationAdministration has
+    ``dose`` and no ``timing``, a Dosage the reverse): a pydantic model's failing getattr costs ~100 us."""
+    fields = getattr(type(obj), "model_fields", None)
+    if fields is not None and name not in fields:
+        return None
+    return getattr(obj, name, None)
+
+
 def _dose_of(dosage: Any) -> tuple[Quantity | None, float | None, tuple[Coding, ...]]:
     if dosage is None:
         return None, None, ()
     route = codings_of(getattr(dosage, "route", None))
     dose = None
     per_day = None
-    q = getattr(dosage, "dose", None)  # MedicationAdministration.dosage.dose
+    q = _field(dosage, "dose")  # MedicationAdministration.dosage.dose
     if q is None:
-        for dr in getattr(dosage, "doseAndRate", None) or ():
+        for dr in _field(dosage, "doseAndRate") or ():
             if dr.doseQuantity is not None:
                 q = dr.doseQuantity
                 break
     if q is not None and q.value is not None:
         dose = Quantity(float(q.value), q.code or q.unit)
-    timing = getattr(dosage, "timing", None)
+    timing = _field(dosage, "timing")
     rep = timing.repeat if timing is not None else None
     if rep is not None and rep.frequency and rep.period and rep.periodUnit in _PERIOD_DAYS:
         per_day = float(rep.frequency) / (float(rep.period) * _PERIOD_DAYS[rep.periodUnit])

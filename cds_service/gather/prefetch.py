@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,10 +222,12 @@ def _medication_references(resources: Iterable[Mapping[str, Any]]) -> dict[str, 
 
 
 def gather(patient_id: str, prefetch: Mapping[str, Any] | None, templates: Iterable[PrefetchTemplate],
-           client: FhirClient | None, *, request_id: str = "-") -> Gathered:
+           client: FhirClient | None, *, request_id: str = "-",
+           keep: Callable[[Mapping[str, Any]], bool] | None = None) -> Gathered:
     """The patient's record from the prefetch, completed from the FHIR server where needed and allowed.
 
     ``client`` is None when the request names no FHIR server; a client that is not trusted sends nothing.
+    ``keep`` (``record.relevant_to(tables)``) skips resources no criterion can use before model validation.
     Raises PreconditionFailed (412) when prefetch keys are missing and there is no FHIR server at all.
     """
     templates = tuple(templates)
@@ -292,7 +294,7 @@ def gather(patient_id: str, prefetch: Mapping[str, Any] | None, templates: Itera
         why = reasons.get("Patient") or "no Patient resource"
         return Gathered(None, why, tuple(to_fetch), dropped, reasons)
     reasons.pop("Patient", None)
-    record = build_record(patient_ref, kept, not_retrieved=reasons)
+    record = build_record(patient_ref, kept, not_retrieved=reasons, keep=keep)
     if record.patient is None:
         return Gathered(None, "the Patient resource could not be read", tuple(to_fetch), dropped, reasons)
     return Gathered(record, None, tuple(to_fetch), dropped, reasons)

@@ -20,6 +20,7 @@ from cds_service.cards.card import build_cards
 from cds_service.errors import InputError, ServiceNotFound
 from cds_service.gather.fhir_client import Deadline, FhirClient
 from cds_service.gather.prefetch import gather
+from cds_service.gather.record import relevant_to
 from cds_service.hooks.app import ServiceState, json_response, state
 from cds_service.hooks.discovery import HOOK, SERVICE_ID
 from cds_service.hooks.schemas import validate_request
@@ -70,7 +71,8 @@ def handle(svc: ServiceState, body: object, request_id: str) -> dict:
         if not client.trusted:
             log.warning("fhirServer is not on the allowlist: nothing is fetched from it",
                         extra={"host": _host(server)})
-    gathered = gather(patient_id, req.get("prefetch"), svc.templates, client, request_id=request_id)
+    gathered = gather(patient_id, req.get("prefetch"), svc.templates, client, request_id=request_id,
+                      keep=relevant_to(svc.knowledge.tables))  # same screening, fewer models to validate
     if gathered.record is None:
         log.info("no patient record to screen: no card", extra={"reason": gathered.why,
                                                                 "fetched": len(gathered.fetched_keys)})

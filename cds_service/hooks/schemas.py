@@ -50,12 +50,11 @@ REQUEST_SCHEMA: dict[str, Any] = {
         },
         "prefetch": {
             "type": "object",
+            # Not oneOf [null, object]: a failed branch formats the repr of the whole (megabytes) value.
             "additionalProperties": {
-                "oneOf": [
-                    {"type": "null"},
-                    {"type": "object", "required": ["resourceType"],
-                     "properties": {"resourceType": {"type": "string", "minLength": 1}}},
-                ],
+                "type": ["object", "null"],
+                "required": ["resourceType"],
+                "properties": {"resourceType": {"type": "string", "minLength": 1}},
             },
         },
         "extension": {"type": "object"},
@@ -66,7 +65,18 @@ REQUEST_SCHEMA: dict[str, Any] = {
 _VALIDATOR = jsonschema.Draft202012Validator(REQUEST_SCHEMA)
 
 
+def _bad_prefetch_value(error: jsonschema.ValidationError) -> str | None:
+    """The prefetch key whose value is neither null nor an object, if that is the error."""
+    path = list(error.absolute_path)
+    if len(path) == 2 and path[0] == "prefetch" and error.validator == "type":
+        return str(path[1])
+    return None
+
+
 def _path(error: jsonschema.ValidationError) -> str:
+    key = _bad_prefetch_value(error)
+    if key is not None:
+        return f"prefetch.{key}"
     parts = [str(p) for p in error.absolute_path]
     if error.validator == "required":
         # "'patientId' is a required property": name the missing field itself
@@ -78,6 +88,8 @@ def _path(error: jsonschema.ValidationError) -> str:
 
 
 def _message(error: jsonschema.ValidationError, where: str) -> str:
+    if _bad_prefetch_value(error) is not None:
+        return f"{where} must be a FHIR resource (an object with resourceType) or null"
     if error.validator == "required":
         return f"{where} is required"
     if error.validator == "dependentRequired":
@@ -94,8 +106,6 @@ def _message(error: jsonschema.ValidationError, where: str) -> str:
         return f"{where} has the wrong format"
     if error.validator == "type":
         return f"{where} must be of type {error.validator_value}"
-    if error.validator == "oneOf" and where.startswith("prefetch."):
-        return f"{where} must be a FHIR resource (an object with resourceType) or null"
     return f"{where} is invalid ({error.validator})"
 
 
