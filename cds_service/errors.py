@@ -5,6 +5,7 @@
     ├── InputError              a record, bundle or request body cannot be read (the caller's fault: 4xx / exit 2)
     │   ├── ServiceNotFound     no CDS service with that id (404)
     │   ├── BodyTooLarge        the request body is over the size limit (413)
+    │   ├── UnsupportedMediaType the request body is not declared as JSON (415)
     │   └── PreconditionFailed  prefetch data missing and no usable FHIR server to fetch it from (412)
     └── FhirError               the EHR's FHIR server could not give us data
         ├── FhirUnavailable     network error, timeout, 5xx, deadline passed
@@ -23,6 +24,7 @@ __all__ = [
     "InputError",
     "ServiceNotFound",
     "BodyTooLarge",
+    "UnsupportedMediaType",
     "PreconditionFailed",
     "FhirError",
     "FhirUnavailable",
@@ -67,6 +69,13 @@ class BodyTooLarge(InputError):
 
     status = 413
     code = "too-long"
+
+
+class UnsupportedMediaType(InputError):
+    """The request's Content-Type is not JSON (415)."""
+
+    status = 415
+    code = "not-supported"
 
 
 class PreconditionFailed(InputError):

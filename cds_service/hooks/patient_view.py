@@ -17,13 +17,14 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request
 
 from cds_service.cards.card import build_cards
-from cds_service.errors import InputError, ServiceNotFound
+from cds_service.errors import InputError, ServiceNotFound, UnsupportedMediaType
 from cds_service.gather.fhir_client import Deadline, FhirClient
 from cds_service.gather.prefetch import gather
 from cds_service.gather.record import relevant_to
 from cds_service.hooks.app import ServiceState, json_response, state
 from cds_service.hooks.discovery import HOOK, SERVICE_ID
 from cds_service.hooks.schemas import validate_request
+from cds_service.observability import record_screening
 from cds_service.pipeline import screen
 
 __all__ = ["bp", "handle"]
@@ -86,7 +87,13 @@ def handle(svc: ServiceState, body: object, request_id: str) -> dict:
     log.info("screened", extra={"hook": HOOK, "screening_status": screening.status, "cards": len(cards),
                                 "not_retrieved": sorted(screening.not_retrieved) or None,
                                 "fetched": len(gathered.fetched_keys)})
+    record_screening(screening.status, len(cards))
     return {"cards": cards}
+
+
+def _is_json(mimetype: str) -> bool:
+    """application/json, application/fhir+json or another ``+json`` type (werkzeug lower-cases it)."""
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
 @bp.post("/cds-services/<service_id>")
@@ -94,6 +101,8 @@ def patient_view(service_id: str) -> Response:
     """The patient-view hook of the screening service."""
     if service_id != SERVICE_ID:
         raise ServiceNotFound("no CDS service with this id", field="id")
+    if not _is_json(request.mimetype):
+        raise UnsupportedMediaType("Content-Type must be application/json (a CDS Hooks request is JSON)")
     raw = request.get_data(cache=False)  # 413 above max_body_bytes (werkzeug)
     try:
         body = orjson.loads(raw)
