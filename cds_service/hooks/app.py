@@ -185,6 +185,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(discovery_bp)
     app.register_blueprint(patient_view_bp)
+    from cds_service.hooks.ops import install_operations  # /healthz, /readyz, /metrics, /openapi.yaml
+
+    install_operations(app)
     from cds_service.hooks.feedback import bp as feedback_bp
 
     app.register_blueprint(feedback_bp)
