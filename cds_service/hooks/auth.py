@@ -159,6 +159,9 @@ def install_authentication(app: Flask, settings: Settings, *, replay: ReplayGuar
         return None
 
     log.info("CDS client authentication on", extra={"count": len(clients)})
+    if not settings.public_url:  # not a warning: the demo and tests run like this on loopback
+        log.info("TRIALSCREEN_PUBLIC_URL is not set: token audiences are checked against the request's own URL "
+                 "(its Host header); set it in production (docs/security.md)")
     return verifier
 
 
