@@ -74,9 +74,6 @@ class Settings:
             if f.name == "auth_required" and not raw.strip():
                 # an empty value (e.g. an unset variable in a compose file) must not switch authentication off
                 raise ConfigurationError(f"{PREFIX}AUTH_REQUIRED is empty: say true or false")
-            if f.name == "auth_required" and not raw.strip():
-                # an empty value (e.g. an unset variable in a compose file) must not switch authentication off
-                raise ConfigurationError(f"{PREFIX}AUTH_REQUIRED is empty: say true or false")
             try:
                 values[f.name] = _coerce(f.type, raw)
             except ValueError as exc:
