@@ -27,6 +27,7 @@ class CriterionInfo:
     kind: str
     label: str
     resolve: str
+    attestation: bool = False  # no record can decide it: investigator / patient confirmation
 
 
 @dataclass(frozen=True)

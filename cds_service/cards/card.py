@@ -26,6 +26,7 @@ from cds_service.cards.detail import (
     met,
     met_section,
     not_retrieved_section,
+    split_open,
     unknowns,
 )
 from cds_service.criteria.result import CriterionResult
@@ -135,13 +136,16 @@ def build_cards(screening: Screening, *, rules: TrialRules, report_url: str | No
                 f"against {len(criteria)} criteria.")
 
     if screening.status == POTENTIAL:
-        n = len(open_items)
-        items = f"{n} item{'s' if n != 1 else ''} to confirm" if n else "nothing left to confirm"
+        data_items, attestations = split_open(open_items, rules)
+        n = len(data_items)
+        items = f"{n} item{'s' if n != 1 else ''} to check" if n else "record checks pass"
+        if attestations:
+            items += ", then investigator sign-off"
         detail = _detail(screened, blocking_section([], rules), confirm_section(open_items, rules),
                          key_values_section(criteria), missing, met_section(fine))
         card = _card("potential-candidate", f"Possible candidate for {title}: {items}", detail, screening, rules,
                      **common)
-        card["suggestions"] = [_referral(screening, rules, hook_instance, n)]
+        card["suggestions"] = [_referral(screening, rules, hook_instance, len(open_items))]
         card["selectionBehavior"] = "at-most-one"
         return [card]
 

@@ -14,7 +14,7 @@ from typing import Any
 from cds_service.criteria.result import CriterionResult, Evidence, Result
 from cds_service.rules import TrialRules
 
-__all__ = ["md", "blocking", "unknowns", "met", "evidence_text", "blocking_section", "confirm_section",
+__all__ = ["md", "blocking", "unknowns", "met", "split_open", "is_attestation", "evidence_text", "blocking_section", "confirm_section",
            "key_values_section", "not_retrieved_section", "met_section", "KEY_VALUES"]
 
 # The values a hematologist looks at first, in this order: (criterion id, label).
@@ -95,16 +95,47 @@ def blocking_section(items: list[CriterionResult], rules: TrialRules, *, title: 
     return "\n".join(lines)
 
 
-def confirm_section(items: list[CriterionResult], rules: TrialRules, *, title: str = "To confirm") -> str | None:
-    """Each open item with its reason and how to resolve it (the rule file's ``resolve`` text)."""
-    if not items:
-        return None
-    lines = [f"**{title} ({len(items)}):**"]
-    for c in items:
-        resolve = _resolve(rules, c.id)
-        how = f" *To resolve:* {md(resolve)}" if resolve else ""
-        lines.append(f"- **{c.id}** {md(_label(rules, c.id))}: {md(c.reason)}{how}")
-    return "\n".join(lines)
+def is_attestation(rules: TrialRules, criterion_id: str) -> bool:
+    """A criterion no record can decide (the rule file's ``attestation: true``)."""
+    try:
+        return rules.criterion(criterion_id).attestation
+    except KeyError:
+        return False
+
+
+def split_open(items: list[CriterionResult], rules: TrialRules) -> tuple[list[CriterionResult],
+                                                                         list[CriterionResult]]:
+    """Open items a clinician can act on now (order a test, check a date) and investigator attestations."""
+    data = [c for c in items if not is_attestation(rules, c.id)]
+    return data, [c for c in items if is_attestation(rules, c.id)]
+
+
+def _beyond_first_sentence(reason: str) -> str:
+    """An attestation's reason past its generic first sentence (e.g. the current steroid dose behind I8)."""
+    parts = reason.split(". ", 1)
+    return parts[1].strip() if len(parts) == 2 else ""
+
+
+def confirm_section(items: list[CriterionResult], rules: TrialRules, *, title: str = "To check") -> str | None:
+    """The open items: first those the record can settle, each with its reason and how to resolve it (the rule
+    file's ``resolve`` text); then, on one short list, what only the investigator can confirm (they are open for
+    every patient, so they must not drown the items a clinician can act on)."""
+    data, attest = split_open(items, rules)
+    blocks = []
+    if data:
+        lines = [f"**{title} ({len(data)}):**"]
+        for c in data:
+            resolve = _resolve(rules, c.id)
+            how = f" *To resolve:* {md(resolve)}" if resolve else ""
+            lines.append(f"- **{c.id}** {md(_label(rules, c.id))}: {md(c.reason)}{how}")
+        blocks.append("\n".join(lines))
+    if attest:
+        lines = [f"**Investigator to confirm at the screening visit ({len(attest)}):**"]
+        for c in attest:
+            extra = _beyond_first_sentence(c.reason)
+            lines.append(f"- **{c.id}** {md(_label(rules, c.id))}" + (f": {md(extra)}" if extra else ""))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) if blocks else None
 
 
 def key_values_section(criteria: Iterable[CriterionResult]) -> str | None:

@@ -49,19 +49,41 @@ def _cards(s: Screening, **kw) -> list[dict]:
 
 
 # --- potential candidate ---------------------------------------------------------------------------------------
-def test_potential_candidate_gets_one_info_card_counting_items_to_confirm():
-    s = _screening("potential-candidate", {"I3": _c("I3", U, "No CD38 result."), "I4": _c("I4", U)})
+def test_potential_candidate_gets_one_info_card_counting_items_to_check():
+    s = _screening("potential-candidate", {"I3": _c("I3", U, "No CD38 result."), "I4": _c("I4", U),
+                                           "I7d": _c("I7d", U, "No LVEF.")})
     [card] = _cards(s)
     assert card["indicator"] == "info"
-    assert card["summary"] == "Possible candidate for NCT06880354 (CLL1/CD38 CAR-T, r/r AML): 2 items to confirm"
+    assert card["summary"] == ("Possible candidate for NCT06880354 (CLL1/CD38 CAR-T, r/r AML): 2 items to check, "
+                               "then investigator sign-off")
     assert len(card["summary"]) < 140
+
+
+def test_attestations_are_listed_apart_from_the_items_to_check():
+    """Attestations are open for every patient: one short list, after the items a clinician can act on."""
+    s = _screening("potential-candidate", {
+        "I3": _c("I3", U, "No CD38 result."),
+        "I4": _c("I4", U, "Needs confirmation by the study team: estimated survival of at least 3 months."),
+        "I8": _c("I8", U, "Needs confirmation by the study team: steroids can stop. Current dose 30 mg/day."),
+    })
+    detail = _cards(s)[0]["detail"]
+    assert "**To check (1):**" in detail and "**Investigator to confirm at the screening visit (2):**" in detail
+    assert detail.index("To check (1)") < detail.index("Investigator to confirm")
+    assert "- **I4** Estimated survival >= 3 months\n" in detail  # no generic reason repeated
+    assert "Current dose 30 mg/day." in detail  # but the support data behind I8 is kept
+
+
+def test_only_attestations_left():
+    s = _screening("potential-candidate", {"I4": _c("I4", U), "E19": _c("E19", U)})
+    [card] = _cards(s)
+    assert card["summary"].endswith(": record checks pass, then investigator sign-off")
 
 
 def test_detail_says_nothing_blocks_and_how_to_resolve_each_item():
     s = _screening("potential-candidate", {"I3": _c("I3", U, "No CD38 result.")})
     detail = _cards(s)[0]["detail"]
     assert "**Blocking:** nothing found." in detail
-    assert "**To confirm (1):**" in detail
+    assert "**To check (1):**" in detail
     assert "No CD38 result." in detail
     assert md(RULES.criterion("I3").resolve) in detail
 
