@@ -23,6 +23,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -31,6 +33,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from cds_service.errors import FhirError, FhirNotFound, FhirNotTrusted, FhirUnauthorized, FhirUnavailable
+from cds_service.observability import observe_fhir
 
 __all__ = ["Allowlist", "Deadline", "FhirClient", "KindResult", "Query", "session_for", "FHIR_JSON"]
 
@@ -42,7 +45,11 @@ _MAX_REDIRECTS = 3
 _MAX_BODY_BYTES = 64 * 1024 * 1024
 _MAX_MEDICATION_READS = 50
 _RETRY_STATUSES = {429, 502, 503, 504}
-_MAX_RETRY_WAIT = 1.0  # seconds: a longer Retry-After is not waited for inside a hook call
+# Retries (GETs are idempotent, so retrying is safe): at most one per URL, for 429/502/503/504, a refused or
+# reset connection and a body cut off mid-way; only when the wait (Retry-After, else a short pause) plus a
+# minimal request still fits before the deadline.
+_RETRY_PAUSE = 0.2  # seconds, when the server does not say how long
+_MIN_REQUEST_TIME = 0.25  # seconds a retried request needs at least to be worth sending
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -189,7 +196,7 @@ class FhirClient:
         """GET one URL (absolute, or relative to the base) and return its JSON object; raises FhirError."""
         url = urljoin(self.base, url)
         retried = False
-        for _hop in range(_MAX_REDIRECTS + 1):
+        for _hop in range(_MAX_REDIRECTS + 2):  # redirects, plus the one retry
             if not self.allowlist.allows(url):
                 raise FhirNotTrusted(f"{_host(url)} is not on the FHIR allowlist (nothing sent)")
             remaining = self.deadline.remaining()
@@ -206,6 +213,10 @@ class FhirClient:
                     raise FhirUnavailable("deadline passed") from exc
                 raise FhirUnavailable("the FHIR server timed out") from exc
             except requests.ConnectionError as exc:
+                if not retried and self._retry_fits(_RETRY_PAUSE):
+                    retried = True
+                    time.sleep(_RETRY_PAUSE)
+                    continue
                 raise FhirUnavailable("the FHIR server could not be reached") from exc
             except requests.RequestException as exc:
                 raise FhirUnavailable(f"request failed ({type(exc).__name__})") from exc
@@ -222,7 +233,7 @@ class FhirClient:
                     continue
                 if status in _RETRY_STATUSES and not retried:
                     wait_s = _retry_after(resp.headers.get("Retry-After"))
-                    if wait_s is not None and wait_s + 0.05 < self.deadline.remaining():
+                    if wait_s is not None and self._retry_fits(wait_s):
                         retried = True
                         time.sleep(wait_s)
                         continue
@@ -236,10 +247,20 @@ class FhirClient:
                     raise FhirUnavailable(f"the FHIR server answered HTTP {status}", status=status)
                 if status != 200:
                     raise FhirUnavailable(f"unexpected HTTP {status}", status=status)
-                return _json_body(resp)
+                try:
+                    return _json_body(resp)
+                except _CutOff:
+                    if retried or not self._retry_fits(0):
+                        raise
+                    retried = True
+                    continue
             finally:
                 resp.close()
         raise FhirUnavailable("too many redirects")
+
+    def _retry_fits(self, wait_s: float) -> bool:
+        """True when waiting ``wait_s`` and then sending one more request still ends before the deadline."""
+        return wait_s + _MIN_REQUEST_TIME < self.deadline.remaining()
 
     # --- a search with paging ------------------------------------------------------------------------------
     def search(self, query: Query) -> KindResult:
@@ -252,7 +273,8 @@ class FhirClient:
                 if pages >= self.max_pages:
                     out.error = f"more than {self.max_pages} pages of results (the rest was not read)"
                     break
-                body = self.get_json(url)
+                with observe_fhir(query.kind):  # latency and errors by resource type (Prometheus)
+                    body = self.get_json(url)
                 pages += 1
                 if body.get("resourceType") != "Bundle":
                     if body.get("resourceType") == "OperationOutcome":
@@ -305,6 +327,10 @@ class FhirClient:
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
+class _CutOff(FhirUnavailable):
+    """The connection broke while the body was read (worth one retry: the GET is idempotent)."""
+
+
 def _host(url: str) -> str:
     try:
         return urlsplit(url).netloc.rsplit("@", 1)[-1] or "(no host)"
@@ -313,14 +339,22 @@ def _host(url: str) -> str:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait before retrying (a short default when the server does not say; None = do not retry)."""
+    """Seconds to wait before retrying: ``Retry-After`` in seconds or as an HTTP date, a short default when the
+    server does not say; None when it cannot be read (do not retry). Whether it fits is the caller's check."""
     if value is None:
-        return 0.2
+        return _RETRY_PAUSE
     try:
         seconds = float(value)
     except ValueError:
-        return None  # an HTTP date: certainly longer than a hook call can wait
-    return seconds if 0 <= seconds <= _MAX_RETRY_WAIT else None
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+        return max(seconds, 0.0)
+    return seconds if 0 <= seconds < float("inf") else None
 
 
 def _json_body(resp: requests.Response) -> dict[str, Any]:
@@ -335,7 +369,7 @@ def _json_body(resp: requests.Response) -> dict[str, Any]:
                 raise FhirUnavailable("the FHIR response is too large")
             chunks.append(chunk)
     except requests.RequestException as exc:
-        raise FhirUnavailable("the FHIR response was cut off") from exc
+        raise _CutOff("the FHIR response was cut off") from exc
     try:
         body = orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as exc:
