@@ -110,25 +110,13 @@ def screenings() -> dict[str, Screening]:
     return out
 
 
-LOCAL_LAB = "http://hospital.example.org/fhir/CodeSystem/lab"
-LOCAL_PROC = "http://hospital.example.org/fhir/CodeSystem/procedure"
 
 
 @pytest.fixture(scope="module")
-def site_screenings(tmp_path_factory) -> dict[str, Screening]:
+def site_screenings() -> dict[str, Screening]:
     """The fixtures screened with the demo hospital's site tables: its local CLL1 flow-cytometry code, and a
     ``major-surgery`` table listing its local exploratory-laparotomy code."""
-    site = tmp_path_factory.mktemp("site-tables")
-    (site / "cll1.json").write_text(json.dumps({
-        "id": "cll1", "title": "CLL1 (CLEC12A) expression: site codes",
-        "description": "The demo hospital's local flow-cytometry code for CLL1-positive blasts.", "criteria": ["I3"],
-        "concepts": [{"system": LOCAL_LAB, "code": "CLL1-BLAST-PCT", "display": "CLL1 (CLEC12A) positive blasts",
-                      "status": "local", "source": "demo hospital LIS"}]}), encoding="utf-8")
-    (site / "major-surgery.json").write_text(json.dumps({
-        "id": "major-surgery", "title": "Major surgery: site codes",
-        "description": "Procedures the demo hospital counts as major surgery for E16.", "criteria": ["E16"],
-        "concepts": [{"system": LOCAL_PROC, "code": "GS-LAP-EXPL", "display": "Exploratory laparotomy",
-                      "status": "local", "source": "demo hospital procedure catalogue"}]}), encoding="utf-8")
+    site = Path(__file__).resolve().parents[1] / "examples" / "site-tables"  # the demo hospital's tables
     knowledge = load_knowledge(Settings.from_env({}, site_tables=site))
     return {s.patient: s for s in (screen(r, AT, knowledge) for r in records_from_paths([FIXTURES]))}
 

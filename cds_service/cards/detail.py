@@ -14,8 +14,8 @@ from typing import Any
 from cds_service.criteria.result import CriterionResult, Evidence, Result
 from cds_service.rules import TrialRules
 
-__all__ = ["md", "blocking", "unknowns", "met", "split_open", "is_attestation", "evidence_text", "blocking_section", "confirm_section",
-           "key_values_section", "not_retrieved_section", "met_section", "KEY_VALUES"]
+__all__ = ["md", "blocking", "unknowns", "met", "split_open", "is_attestation", "evidence_text", "blocking_section",
+           "confirm_section", "key_values_section", "not_retrieved_section", "met_section", "KEY_VALUES"]
 
 # The values a hematologist looks at first, in this order: (criterion id, label).
 KEY_VALUES: tuple[tuple[str, str], ...] = (

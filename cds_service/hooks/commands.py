@@ -16,6 +16,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import socketserver
 import sys
 import tempfile
@@ -52,6 +53,7 @@ __all__ = ["add_service_commands", "LocalServer", "serve_in_thread", "demo_setti
            "APP_SPEC", "replay", "upload_fixtures"]
 
 APP_SPEC = "cds_service.hooks.app:create_app()"
+DEMO_SITE_TABLES = Path(__file__).resolve().parents[2] / "examples" / "site-tables"
 FHIR_JSON = "application/fhir+json"
 
 
@@ -104,6 +106,9 @@ def demo_settings(state_dir: Path, client: DemoClient | None = None) -> dict[str
     """
     out: dict[str, Any] = {"state_dir": state_dir, "log_level": "WARNING",  # the terminal shows cards, not logs
                            "cors_origins": ("*",)}
+    # The demo hospital's local codes (CLL1 has no LOINC) unless the environment names a site's own tables.
+    if not os.environ.get("TRIALSCREEN_SITE_TABLES") and DEMO_SITE_TABLES.is_dir():
+        out["site_tables"] = DEMO_SITE_TABLES
     if client is not None:
         out["trusted_clients"] = client.trusted_clients_file
     return out
@@ -274,6 +279,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print(f"\nStill serving at {server.base_url}/cds-services: point a CDS Hooks client at it. "
                   "Ctrl-C stops.", file=out, flush=True)
             print(_how_to_call(server.base_url, client), file=out, flush=True)
+            if threading.current_thread() is threading.main_thread():
+                # SIGTERM (a service manager, `timeout`) stops like Ctrl-C, so the key pair and store are deleted
+                signal.signal(signal.SIGTERM, _interrupt)
             try:
                 threading.Event().wait()
             except KeyboardInterrupt:
@@ -286,6 +294,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 store.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _how_to_call(base_url: str, client: DemoClient) -> str:
