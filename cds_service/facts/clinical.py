@@ -39,6 +39,8 @@ __all__ = [
     "immunization_fact",
     "allergy_fact",
     "parse_value_string",
+    "choice_date",
+    "period_range",
 ]
 
 Coding = tuple[str, str]
@@ -71,7 +73,7 @@ def _status_code(concept: Any) -> str | None:
     return _first_code(concept)
 
 
-def _choice_date(resource: Any, stem: str) -> DateRange | None:
+def choice_date(resource: Any, stem: str) -> DateRange | None:
     """Read a date-valued choice element (``onset[x]``, ``effective[x]``...) into a DateRange."""
     value = getattr(resource, f"{stem}DateTime", None)
     if value is not None:
@@ -79,16 +81,20 @@ def _choice_date(resource: Any, stem: str) -> DateRange | None:
     instant = getattr(resource, f"{stem}Instant", None)
     if instant is not None:
         return parse_fhir_date(instant)
-    period = getattr(resource, f"{stem}Period", None)
-    if period is not None:
-        start, end = parse_fhir_date(period.start), parse_fhir_date(period.end)
-        if start and end:
-            return DateRange(start.start, end.end, f"{start.display()}..{end.display()}")
-        if start:
-            # An open period: the event started then and may be ongoing.
-            return DateRange(start.start, start.end, start.display() + "..")
-        return end
-    return None
+    return period_range(getattr(resource, f"{stem}Period", None))
+
+
+def period_range(period: Any) -> DateRange | None:
+    """A FHIR Period as a DateRange; an open period (no end) is marked by a trailing ".." in its text."""
+    if period is None:
+        return None
+    start, end = parse_fhir_date(period.start), parse_fhir_date(period.end)
+    if start and end:
+        return DateRange(start.start, end.end, f"{start.display()}..{end.display()}")
+    if start:
+        # An open period: the event started then and may be ongoing.
+        return DateRange(start.start, start.end, start.display() + "..")
+    return end
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,7 @@ def condition_fact(res: Any) -> ConditionFact | None:
     clinical = _status_code(res.clinicalStatus)
     active = {"active": True, "recurrence": True, "relapse": True,
               "inactive": False, "remission": False, "resolved": False}.get(clinical or "")
-    abatement = _choice_date(res, "abatement")
+    abatement = choice_date(res, "abatement")
     if clinical is None and abatement is not None:
         active = False
     return ConditionFact(
@@ -130,7 +136,7 @@ def condition_fact(res: Any) -> ConditionFact | None:
         active=active,
         clinical_status=clinical,
         verification=verification,
-        onset=_choice_date(res, "onset"),
+        onset=choice_date(res, "onset"),
         abatement=abatement,
         recorded=parse_fhir_date(res.recordedDate),
     )
@@ -225,7 +231,7 @@ def observation_fact(res: Any) -> ObservationFact | None:
         (_quantity(r.low), _quantity(r.high), codings_of(r.appliesTo))
         for r in (res.referenceRange or ())
     )
-    effective = _choice_date(res, "effective")
+    effective = choice_date(res, "effective")
     return ObservationFact(
         ref=f"Observation/{res.id}",
         status=status,
@@ -263,7 +269,7 @@ class ProcedureFact:
 def procedure_fact(res: Any) -> ProcedureFact | None:
     if res.status not in {"completed", "in-progress"}:
         return None
-    performed = _choice_date(res, "performed")
+    performed = choice_date(res, "performed")
     if performed is None and res.performedString is None:
         performed = None
     return ProcedureFact(
@@ -295,7 +301,7 @@ def immunization_fact(res: Any) -> ImmunizationFact | None:
         ref=f"Immunization/{res.id}",
         codings=codings_of(res.vaccineCode),
         display=_display(res.vaccineCode),
-        occurrence=_choice_date(res, "occurrence"),
+        occurrence=choice_date(res, "occurrence"),
     )
 
 

@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from cds_service.criteria.result import Result
-from cds_service.facts.clinical import Coding, codings_of
+from cds_service.facts.clinical import Coding, choice_date, codings_of, period_range
 from cds_service.facts.dates import DateRange, in_window, parse_fhir_date
 from cds_service.facts.units import Quantity, convert
 
@@ -137,11 +137,11 @@ def medication_fact(res: Any, medications: Mapping[str, Any]) -> MedicationFact 
     codes, display = _resolve_medication(res, medications)
     recorded = None
     if rtype == "MedicationAdministration":
-        period = _effective(res)
+        period = choice_date(res, "effective")
         dose, per_day, route = _dose_of(res.dosage)
         ongoing = status == "in-progress"
     elif rtype == "MedicationStatement":
-        period = _effective(res)
+        period = choice_date(res, "effective")
         dosage = (res.dosage or [None])[0]
         dose, per_day, route = _dose_of(dosage)
         ongoing = status == "active" and (period is None or period.text.endswith(".."))
@@ -156,11 +156,8 @@ def medication_fact(res: Any, medications: Mapping[str, Any]) -> MedicationFact 
         validity = res.dispenseRequest.validityPeriod if res.dispenseRequest is not None else None
         for p in (bounds, validity):
             if p is not None and (p.start or p.end):
-                start, end = parse_fhir_date(p.start), parse_fhir_date(p.end)
-                if start and end:
-                    period = DateRange(start.start, end.end, f"{start.display()}..{end.display()}")
-                elif start:
-                    period = DateRange(start.start, start.end, start.display() + "..")
+                # An order's period without a start says nothing about when the drug was first given.
+                period = period_range(p) if p.start else None
                 break
         recorded = parse_fhir_date(res.authoredOn)
         if period is None and recorded is not None:
@@ -180,20 +177,6 @@ def medication_fact(res: Any, medications: Mapping[str, Any]) -> MedicationFact 
         route=route,
         recorded=recorded,
     )
-
-
-def _effective(res: Any) -> DateRange | None:
-    if getattr(res, "effectiveDateTime", None) is not None:
-        return parse_fhir_date(res.effectiveDateTime)
-    period = getattr(res, "effectivePeriod", None)
-    if period is not None:
-        start, end = parse_fhir_date(period.start), parse_fhir_date(period.end)
-        if start and end:
-            return DateRange(start.start, end.end, f"{start.display()}..{end.display()}")
-        if start:
-            return DateRange(start.start, start.end, start.display() + "..")
-        return end
-    return None
 
 
 def daily_dose_mg(fact: MedicationFact) -> float | None:

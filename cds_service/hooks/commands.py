@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import signal
 import socketserver
 import sys
 import tempfile
@@ -276,6 +277,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print(f"{len(results)} patients replayed: {with_cards} with a card, {failed} errors.", file=out)
             if args.no_serve:
                 return 1 if failed else 0
+            if threading.current_thread() is threading.main_thread():
+                # SIGTERM (a service manager, `timeout`) stops like Ctrl-C, so the key pair and store are deleted
+                signal.signal(signal.SIGTERM, _interrupt)
             print(f"\nStill serving at {server.base_url}/cds-services: point a CDS Hooks client at it. "
                   "Ctrl-C stops.", file=out, flush=True)
             print(_how_to_call(server.base_url, client), file=out, flush=True)
@@ -294,6 +298,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 store.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _interrupt(signum: int, frame: object) -> None:
