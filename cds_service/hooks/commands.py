@@ -17,14 +17,13 @@ import os
 import re
 import shutil
 import signal
-import signal
 import socketserver
 import sys
 import tempfile
 import textwrap
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +53,7 @@ __all__ = ["add_service_commands", "LocalServer", "serve_in_thread", "demo_setti
            "APP_SPEC", "replay", "upload_fixtures"]
 
 APP_SPEC = "cds_service.hooks.app:create_app()"
+GUNICORN_CONFIG = "python:cds_service.hooks.gunicorn_conf"
 DEMO_SITE_TABLES = Path(__file__).resolve().parents[2] / "examples" / "site-tables"
 FHIR_JSON = "application/fhir+json"
 
@@ -127,7 +127,24 @@ def demo_request_headers(base_url: str, service_id: str, token: str | None = Non
 def _gunicorn_argv(host: str, port: int, workers: int, timeout: int) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
             "--timeout", str(timeout), "--graceful-timeout", "20", "--worker-tmp-dir", tempfile.gettempdir(),
-            APP_SPEC]
+            "--config", GUNICORN_CONFIG, APP_SPEC]
+
+
+def prepare_metrics_dir(environ: MutableMapping[str, str] = os.environ) -> Path:
+    """Multiprocess Prometheus metrics for the gunicorn workers: ``PROMETHEUS_MULTIPROC_DIR`` as given (created,
+    and emptied of a previous run's files) or a new temporary folder; set in ``environ`` for the workers."""
+    from cds_service.observability import MULTIPROC_ENV
+
+    given = environ.get(MULTIPROC_ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):  # counters of a previous run would otherwise be added to this one's
+            stale.unlink()
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="trialscreen-metrics-"))
+        environ[MULTIPROC_ENV] = str(folder)
+    return folder
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -140,6 +157,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if store is not None:
         store.close()
     argv = _gunicorn_argv(args.host, args.port, args.workers, args.timeout)
+    prepare_metrics_dir()  # /metrics adds up every worker's values
     print(f"trialscreen: serving on http://{args.host}:{args.port} with gunicorn ({args.workers} workers)",
           file=sys.stderr, flush=True)
     os.execv(argv[0], argv)
@@ -280,13 +298,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             if threading.current_thread() is threading.main_thread():
                 # SIGTERM (a service manager, `timeout`) stops like Ctrl-C, so the key pair and store are deleted
                 signal.signal(signal.SIGTERM, _interrupt)
-            print(f"\nStill serving at {server.base_url}/cds-services: point a CDS Hooks client at it. "
-                  "Ctrl-C stops.", file=out, flush=True)
-            print(_how_to_call(server.base_url, client), file=out, flush=True)
-            if threading.current_thread() is threading.main_thread():
-                # SIGTERM (a service manager, `timeout`) stops like Ctrl-C, so the key pair and store are deleted
-                signal.signal(signal.SIGTERM, _interrupt)
             try:
+                print(f"\nStill serving at {server.base_url}/cds-services: point a CDS Hooks client at it. "
+                      "Ctrl-C stops.", file=out, flush=True)
+                print(_how_to_call(server.base_url, client), file=out, flush=True)
                 threading.Event().wait()
             except KeyboardInterrupt:
                 print("\nstopped", file=out)
@@ -298,10 +313,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 store.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _interrupt(signum: int, frame: object) -> None:
