@@ -4,8 +4,13 @@ replayed calls, and the printed curl command that works (once)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -83,3 +88,28 @@ def test_demo_app_needs_the_demo_signature_and_allows_any_origin(tmp_path, patie
     finally:
         server.stop()
         app.extensions[STORE_KEY].close()
+
+
+def test_demo_stopped_by_sigterm_deletes_its_key_pair(tmp_path):
+    """``trialscreen demo`` stopped by SIGTERM (a service manager, ``timeout``) cleans up like Ctrl-C."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TRIALSCREEN_DATABASE_URL", "TRIALSCREEN_TRUSTED_CLIENTS")}
+    with (tmp_path / "err").open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "cds_service.cli", "demo", "--port", "0"], env=env,
+                                stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+        try:
+            key_file = None
+            for line in proc.stdout:
+                found = re.search(r"private key\s+(\S+\.pem)", line)
+                if found:
+                    key_file = Path(found[1])
+                if "Browsers may call" in line:
+                    break
+            assert key_file is not None and key_file.is_file(), (tmp_path / "err").read_text()[-2000:]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0
+            assert not key_file.exists() and not key_file.parent.parent.exists()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+            proc.stdout.close()
