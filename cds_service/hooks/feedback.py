@@ -24,8 +24,9 @@ import jsonschema
 import orjson
 from flask import Blueprint, Response, current_app, request
 
-from cds_service.errors import InputError, ServiceNotFound
+from cds_service.errors import InputError, ServiceNotFound, UnsupportedMediaType
 from cds_service.hooks.discovery import SERVICE_ID
+from cds_service.hooks.patient_view import _is_json
 from cds_service.store import FeedbackItem, Store
 
 __all__ = ["bp", "FEEDBACK_SCHEMA", "parse_feedback", "MAX_ITEMS"]
@@ -161,6 +162,8 @@ def feedback(service_id: str) -> Response:
     """Store the feedback on this service's cards; 200 with an empty body."""
     if service_id != SERVICE_ID:
         raise ServiceNotFound("no CDS service with this id", field="id")
+    if not _is_json(request.mimetype):
+        raise UnsupportedMediaType("Content-Type must be application/json (CDS Hooks feedback is JSON)")
     raw = request.get_data(cache=False)
     try:
         body = orjson.loads(raw)

@@ -106,6 +106,16 @@ def test_malformed_json_is_400(client):
     assert resp.status_code == 400 and resp.get_json()["resourceType"] == "OperationOutcome"
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_feedback_not_declared_as_json_is_415(app, client, content_type):
+    import json
+
+    headers = {"Content-Type": content_type} if content_type else {}
+    resp = client.post(URL, data=json.dumps({"feedback": [accepted()]}), headers=headers)
+    assert resp.status_code == 415 and resp.get_json()["resourceType"] == "OperationOutcome"
+    assert _count(app) == 0
+
+
 def test_unknown_service_is_404(client):
     assert client.post("/cds-services/nope/feedback", json={"feedback": [accepted()]}).status_code == 404
 
