@@ -177,7 +177,8 @@ class TokenVerifier:
 
     def verify(self, authorization: str | None, audiences: Iterable[str]) -> dict[str, Any]:
         """Return the verified claims, or raise AuthError with a loggable reason."""
-        if not authorization or not authorization.startswith("Bearer "):
+        # the scheme name is case-insensitive (RFC 7235 section 2.1): "bearer" and "BEARER" are Bearer too
+        if not authorization or authorization[:7].lower() != "bearer ":
             raise AuthError("no bearer token")
         token = authorization[len("Bearer "):].strip()
         try:

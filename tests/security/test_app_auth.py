@@ -479,3 +479,10 @@ def test_the_documented_sandbox_example_loads():
     (client,) = load_clients_for(Settings(trusted_clients=path)).values()
     assert client.iss == "https://sandbox.cds-hooks.org"
     assert client.jwks_url == "https://sandbox.cds-hooks.org/.well-known/jwks.json" and client.jku == (client.jwks_url,)
+
+
+def test_the_bearer_scheme_is_case_insensitive(app, keys):
+    client = app.test_client()
+    for scheme in ("bearer", "BEARER"):
+        resp = client.post(PATH, json=hook_body(app), headers={"Authorization": f"{scheme} {token(keys['ec'])}"})
+        assert resp.status_code == 200, scheme
