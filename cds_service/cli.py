@@ -19,6 +19,7 @@ from cds_service.criteria.registry import check_registry
 from cds_service.errors import ConfigurationError, InputError
 from cds_service.gather.bundles import records_from_paths
 from cds_service.pipeline import Screening, screen
+from cds_service.runtime import tune_gc
 
 __all__ = ["main"]
 
@@ -54,6 +55,7 @@ def format_text(s: Screening) -> str:
 
 
 def _cmd_screen(args: argparse.Namespace) -> int:
+    tune_gc()
     settings = Settings.from_env()
     knowledge = load_knowledge(settings)
     check_registry(knowledge.rules)

@@ -121,6 +121,14 @@ def relevant_to(tables: Any) -> Callable[[Mapping[str, Any]], bool]:
             return True
         if rtype and rtype.startswith("Medication") and "medicationReference" in raw:
             return True
+        # Most kept resources match on their own code: try it before walking the whole resource (the walk
+        # finds these same codings too, so the answer is the same).
+        code = raw.get("code")
+        own = code.get("coding") if isinstance(code, Mapping) else None
+        if isinstance(own, list) and tables.matching_sets(
+                (str(c.get("system") or ""), c["code"]) for c in own
+                if isinstance(c, Mapping) and isinstance(c.get("code"), str)):
+            return True
         codings = raw_codings(raw)
         # A resource with no code at all (a text-only regimen or diagnosis) is kept: criteria route such
         # entries to review, so dropping it would turn UNKNOWN into "none recorded".

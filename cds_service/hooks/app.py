@@ -34,6 +34,7 @@ from cds_service.criteria.registry import check_registry
 from cds_service.errors import ConfigurationError, InputError, TrialScreenError
 from cds_service.gather.fhir_client import Allowlist
 from cds_service.gather.prefetch import PrefetchTemplate, build_templates
+from cds_service.runtime import tune_gc
 
 __all__ = ["create_app", "ServiceState", "state", "operation_outcome", "json_response", "JsonFormatter"]
 
@@ -175,6 +176,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         from cds_service.hooks.bench import register_bench_endpoints
 
         register_bench_endpoints(app)
+    tune_gc()  # a hook call allocates ~100,000s of objects: see cds_service/runtime.py
 
     _install_request_logging(app)
     _install_authentication(app, settings)
