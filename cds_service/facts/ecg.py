@@ -191,9 +191,13 @@ def gather(facts: Facts, kinds: Sequence[str], recency: str) -> Gathered:
     stale: list[Measurement] = []
     preliminary: dict[str, ObservationFact] = {}
     pending: list[Measurement] = []
+    wanted = frozenset(kinds)
+    sets_of = facts.tables.matching_sets  # cached per code: the sets _matched_code would find, at a glance
     for obs in facts.all_of_kind("Observation"):
         if obs.effective is None or obs.effective.start > facts.at:
             continue  # undated or in the future: not a measurement that can count
+        if not any(sets_of(item.codings) & wanted for item in (obs, *obs.components)):
+            continue  # neither it nor a component is of these kinds (most Observations: skip them quickly)
         found = [m for kind in kinds for m in _measurements(facts, kind, obs)]
         if not found:
             continue
