@@ -96,6 +96,10 @@ def test_operations_endpoints_need_no_authentication(make_app, tmp_path):
     (tmp_path / "clients.yaml").write_text("clients:\n  - iss: https://ehr.example.org\n    jwks_file: jwks.json\n")
     app = make_app(auth_required=True, trusted_clients=tmp_path / "clients.yaml", state_dir=tmp_path)
     client = app.test_client()
+    name, refused = "trialscreen_hook_duration_seconds_count", dict(hook="patient-view", outcome="client_error")
+    before = _metric(client.get("/metrics").get_data(as_text=True), name, **refused)
     assert client.post(SERVICE_URL, json=hook_body({})).status_code == 401  # authentication is really on
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.yaml"):
         assert client.get(path).status_code == 200, path
+    # a call refused by the authentication is timed and counted too
+    assert _metric(client.get("/metrics").get_data(as_text=True), name, **refused) == before + 1
