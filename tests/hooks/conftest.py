@@ -18,12 +18,13 @@ def knowledge() -> Knowledge:
 
 
 @pytest.fixture
-def make_app(knowledge) -> Callable[..., Any]:
-    """An app factory with test defaults (fixed clock, no auth, an allowlist for the local test servers)."""
+def make_app(knowledge, tmp_path) -> Callable[..., Any]:
+    """An app factory with test defaults (fixed clock, no auth, an allowlist for the local test servers, its
+    SQLite store in the test's own temp folder, never in the working tree)."""
 
     def make(**overrides: Any):
         base = {"environ": {}, "knowledge": knowledge, "clock": lambda: AT, "auth_required": False,
-                "fhir_allowlist": ("https://ehr.example.org/fhir",)}
+                "fhir_allowlist": ("https://ehr.example.org/fhir",), "state_dir": tmp_path / "state"}
         base.update(overrides)
         return create_app(base)
 
