@@ -26,7 +26,7 @@ from flask import Blueprint, Response, current_app, request
 
 from cds_service.errors import InputError, ServiceNotFound, UnsupportedMediaType
 from cds_service.hooks.discovery import SERVICE_ID
-from cds_service.hooks.patient_view import _is_json
+from cds_service.hooks.patient_view import _is_json, read_body
 from cds_service.store import FeedbackItem, Store
 
 __all__ = ["bp", "FEEDBACK_SCHEMA", "parse_feedback", "MAX_ITEMS"]
@@ -164,7 +164,7 @@ def feedback(service_id: str) -> Response:
         raise ServiceNotFound("no CDS service with this id", field="id")
     if not _is_json(request.mimetype):
         raise UnsupportedMediaType("Content-Type must be application/json (CDS Hooks feedback is JSON)")
-    raw = request.get_data(cache=False)
+    raw = read_body()  # 413 above the limit, chunked bodies included
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -17,7 +17,7 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request
 
 from cds_service.cards.card import build_cards
-from cds_service.errors import InputError, ServiceNotFound, UnsupportedMediaType
+from cds_service.errors import BodyTooLarge, InputError, ServiceNotFound, UnsupportedMediaType
 from cds_service.gather.fhir_client import Deadline, FhirClient
 from cds_service.gather.prefetch import gather
 from cds_service.gather.record import relevant_to
@@ -27,7 +27,7 @@ from cds_service.hooks.schemas import validate_request
 from cds_service.observability import record_screening
 from cds_service.pipeline import screen
 
-__all__ = ["bp", "handle"]
+__all__ = ["bp", "handle", "read_body"]
 
 bp = Blueprint("patient_view", __name__)
 log = logging.getLogger("trialscreen.hook")
@@ -96,6 +96,21 @@ def _is_json(mimetype: str) -> bool:
     return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
+def read_body() -> bytes:
+    """The request body; BodyTooLarge (413) above ``max_body_bytes``.
+
+    werkzeug answers 413 itself when the Content-Length says the body is too large. A chunked body (no
+    Content-Length, as gunicorn passes it on) is instead cut at the limit without a word: one more byte left in
+    the input then means the body was too large (not "invalid JSON").
+    """
+    raw = request.get_data(cache=False)
+    limit = request.max_content_length
+    if limit is not None and request.content_length is None and len(raw) >= limit:
+        if request.environ["wsgi.input"].read(1):
+            raise BodyTooLarge("request body too large")
+    return raw
+
+
 @bp.post("/cds-services/<service_id>")
 def patient_view(service_id: str) -> Response:
     """The patient-view hook of the screening service."""
@@ -103,7 +118,7 @@ def patient_view(service_id: str) -> Response:
         raise ServiceNotFound("no CDS service with this id", field="id")
     if not _is_json(request.mimetype):
         raise UnsupportedMediaType("Content-Type must be application/json (a CDS Hooks request is JSON)")
-    raw = request.get_data(cache=False)  # 413 above max_body_bytes (werkzeug)
+    raw = read_body()
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:

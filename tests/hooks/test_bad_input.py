@@ -290,3 +290,39 @@ def test_100000_entry_bundle_over_the_default_limit_is_413(make_app):
     started = time.perf_counter()
     check_outcome(_post_raw(app.test_client(), raw), 413)
     assert time.perf_counter() - started < 5
+
+
+def test_a_chunked_body_over_the_limit_is_413(make_app):
+    """No Content-Length (chunked transfer, as a gunicorn worker sees it): the limit holds while reading."""
+    import io
+
+    client = make_app(max_body_bytes=10_000).test_client()
+    raw = b'{"hook": "patient-view", "pad": "' + b"x" * 50_000 + b'"}'
+    resp = client.post(SERVICE_URL, input_stream=io.BytesIO(raw), headers={"Content-Type": JSON,
+                                                                          "Transfer-Encoding": "chunked"},
+                       environ_overrides={"wsgi.input_terminated": True})
+    check_outcome(resp, 413)
+
+
+def _chunked(client, url: str, raw: bytes):
+    import io
+
+    headers = {"Content-Type": JSON, "Transfer-Encoding": "chunked"}
+    return client.post(url, input_stream=io.BytesIO(raw), headers=headers,
+                       environ_overrides={"wsgi.input_terminated": True})
+
+
+def test_a_chunked_body_at_or_under_the_limit_is_read_whole(make_app):
+    app = make_app()
+    raw = orjson.dumps(hook_body(full_prefetch(app, *aml_patient())))
+    exact = make_app(max_body_bytes=len(raw)).test_client()
+    assert _chunked(exact, SERVICE_URL, raw).status_code == 200
+    assert _chunked(app.test_client(), SERVICE_URL, raw).status_code == 200
+    check_outcome(_chunked(make_app(max_body_bytes=len(raw) - 1).test_client(), SERVICE_URL, raw), 413)
+
+
+def test_chunked_feedback_over_the_limit_is_413(make_app):
+    client = make_app(max_body_bytes=1_000).test_client()
+    raw = orjson.dumps({"feedback": [{"card": "c" * 100, "outcome": "overridden",
+                                      "outcomeTimestamp": "2026-10-01T10:00:00Z"}] * 20})
+    check_outcome(_chunked(client, SERVICE_URL + "/feedback", raw), 413)
