@@ -58,9 +58,14 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# libyaml's parser with PyYAML's safe constructor and resolver: the same data, ~10x faster (50 ms of every
+# start-up with the pure-Python parser).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigurationError(f"trial rules {path}: cannot be read: {exc}") from exc
     if not isinstance(data, dict):
