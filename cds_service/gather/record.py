@@ -76,18 +76,26 @@ class PatientRecord:
         return self.resources.get(resource_type, [])
 
 
+# JSON scalars: never walked into. Checked first because an ABC check (``Mapping``) costs ~10x a type check,
+# and this walk runs on every resource of a record that does not match on its own code.
+_SCALARS = (str, int, float, bool, type(None))
+_NOT_WALKED = frozenset({"coding", "text", "extension", "meta"})
+
+
 def _codings_of(node: Any, out: list[tuple[str, str]], depth: int = 0) -> None:
     """Collect (system, code) pairs from any ``coding`` arrays in raw JSON (bounded depth)."""
     if depth > 6:
         return
-    if isinstance(node, Mapping):
+    if isinstance(node, dict) or isinstance(node, Mapping):
         codings = node.get("coding")
         if isinstance(codings, list):
             for c in codings:
-                if isinstance(c, Mapping) and isinstance(c.get("code"), str):
+                if (isinstance(c, dict) or isinstance(c, Mapping)) and isinstance(c.get("code"), str):
                     out.append((str(c.get("system") or ""), c["code"]))
         for key, value in node.items():
-            if key not in {"coding", "text", "extension", "meta"} and isinstance(value, (Mapping, list)):
+            if key in _NOT_WALKED or isinstance(value, _SCALARS):
+                continue
+            if isinstance(value, (dict, list)) or isinstance(value, Mapping):
                 _codings_of(value, out, depth + 1)
     elif isinstance(node, list):
         for item in node[:50]:
