@@ -5,9 +5,10 @@ in the same process and run (these machines are noisy: absolute times say little
 
 The record: fixture 01 (a relapsed-AML candidate) plus months of daily labs and vitals cloned from its own
 Observations (ALT, AST, total and direct bilirubin, creatinine and weight daily; SpO2 and the blood-pressure
-panel three times a day), dated back from the fixture's own results so that the newest value of each test,
-and so the screening, stays the fixture's. Only codes the service's prefetch templates ask for are cloned:
-an EHR answering those templates would send no others.
+panel three times a day; of these the fixture has all but direct bilirubin: 11 a day), dated back from the
+fixture's own results so that the newest value of each test, and so the screening, stays the fixture's.
+Only codes the service's prefetch templates ask for are cloned: an EHR answering those templates would send
+no others.
 """
 
 from __future__ import annotations
