@@ -16,6 +16,7 @@ import orjson
 
 from cds_service.config import Settings, load_knowledge
 from cds_service.criteria.registry import check_registry
+from cds_service.criteria.result import Evidence
 from cds_service.errors import ConfigurationError, InputError
 from cds_service.gather.bundles import records_from_paths
 from cds_service.pipeline import Screening, screen
@@ -36,6 +37,14 @@ def _parse_at(text: str | None) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _evidence_line(e: Evidence) -> str:
+    """"Observation/alt-1: ALT 32 U/L (2026-09-27T07:30:00+00:00; 0.80 x ULN)"."""
+    value = " ".join(str(b) for b in (e.value, e.unit) if b is not None and str(b) != "")
+    what = ": ".join(p for p in (e.display, value) if p)
+    extras = [str(b) for b in (e.date, e.note) if b is not None and str(b) not in value]
+    return e.reference + (f": {what}" if what else "") + (f" ({'; '.join(extras)})" if extras else "")
+
+
 def format_text(s: Screening) -> str:
     """A checklist a research coordinator can read."""
     lines = [f"{s.patient}  {s.status.upper()}  ({s.trial}, evaluated {s.evaluated_at.isoformat()})"]
@@ -43,10 +52,10 @@ def format_text(s: Screening) -> str:
         mark = _MARK[c.result.value]
         if c.kind == "exclusion":  # for exclusions "met" is the bad outcome: show it as blocking
             mark = {"met": "[!]", "not-met": "[x]", "unknown": "[?]"}[c.result.value]
-        lines.append(f"  {mark} {c.id:<5} {c.result.value:<8} {c.reason}")
+        until = f" [until {c.until.isoformat()}]" if c.until is not None else ""
+        lines.append(f"  {mark} {c.id:<5} {c.result.value:<8} {c.reason}{until}")
         for e in c.evidence:
-            bits = [e.reference] + [str(b) for b in (e.value, e.unit, e.date) if b is not None]
-            lines.append(f"              - {' '.join(bits)}")
+            lines.append(f"              - {_evidence_line(e)}")
     for p in s.problems:
         lines.append(f"  data problem: {p.reference}: {p.message}")
     for kind, why in s.not_retrieved.items():
