@@ -279,7 +279,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print(f"trialscreen: {exc}", file=sys.stderr)
             return 2
         app = create_app(overrides)
-        server = serve_in_thread(app, "127.0.0.1", args.port)
+        try:
+            server = serve_in_thread(app, "127.0.0.1", args.port)
+        except OSError as exc:
+            print(f"trialscreen: cannot listen on 127.0.0.1:{args.port} ({exc.strerror or exc}); "
+                  "choose another port with --port", file=sys.stderr)
+            return 2
         knowledge = app.extensions["trialscreen"].knowledge
         try:
             print(f"TrialScreen demo: CDS service at {server.base_url}/cds-services "
