@@ -195,6 +195,10 @@ P_DLI = ((CPT, "38242", "Allogeneic lymphocyte infusions"),)
 P_BIOPSY = ((SCT, "86273004", "Biopsy (procedure)"),)
 P_CABG = ((SCT, "232717009", "Coronary artery bypass grafting (procedure)"),
           (CPT, "33533", "Coronary artery bypass, using arterial graft(s); single arterial graft"))
+# A minor operation the EHR files under the "surgical procedure" category with only a local code: E16 asks a person
+# whether it was major (it is not in the demo hospital's major-surgery table either).
+SURGICAL_CATEGORY = ((SCT, "387713003", "Surgical procedure (procedure)"),)
+P_PORT = ((LOCAL_PROC, "GS-PORT-IMPL", "Implantable venous access port placement"),)
 P_SURGERY = ((SCT, "387713003", "Surgical procedure (procedure)"),
              (LOCAL_PROC, "GS-LAP-EXPL", "Exploratory laparotomy"))
 P_INTRATHECAL = ((PCS, "3E0R305", "Introduction of Other Antineoplastic into Spinal Canal, Percutaneous Approach"),)
@@ -815,6 +819,8 @@ def f06() -> Fixture:
     p.condition(GVHD_ACUTE, onset=day(200), clinical="resolved", abatement=day(150))
     p.condition(OLD_STROKE, onset=day(800), clinical="resolved", abatement=day(780))
     p.immunization(CVX_MMR, when=instant(2200, 10))
+    p.procedure("port", P_PORT, performed=instant(12, 14), category=SURGICAL_CATEGORY,
+                text="Port-a-cath placement, right subclavian")
     # Azacitidine 2 days ago: its washout (5 half-lives, hours) is shorter than 14 days and has passed.
     for d in range(3):
         p.administration("azacitidine", RX_AZACITIDINE, when=instant(2 + d, 8), dose=120, route=ROUTE_SC)
@@ -824,7 +830,7 @@ def f06() -> Fixture:
                 note="Left breast DCIS 2013, lumpectomy + RT; no recurrence.")
     return Fixture("06", "candidate-post-transplant-washouts-passed", "Allo-HSCT 8 months ago, DLI 4 months ago, RT 5 "
                    "months ago, resolved GvHD, stroke 2 years ago, azacitidine 2 days ago (washout passed), "
-                   "MMR 6 years ago: every window has passed", [p],
+                   "MMR 6 years ago: every window has passed; a port placed 12 days ago (major surgery?)", [p],
                    {p.pid: exp("potential-candidate", "Old events outside every window.",
                                E5=("not-met", "allo-HSCT 8 months before screening (a copy dated 2 months ago is "
                                               "entered-in-error)"),
@@ -833,6 +839,7 @@ def f06() -> Fixture:
                                E2e=("not-met", "DLI 120 days ago"),
                                E9=("not-met", "stroke 800 days ago"),
                                E15=("not-met", "MMR (live) 6 years ago"),
+                               E16=("unknown", "port placement 12 days ago, filed as surgery: is it major?"),
                                E8=("unknown", "undated breast cancer history Z85.3: confirm > 5 years disease-free"))})
 
 
