@@ -27,6 +27,7 @@ KEY_VALUES: tuple[tuple[str, str], ...] = (
     ("I7d", "LVEF"),
     ("I6", "ECOG"),
 )
+_SENTENCE_END = re.compile(r"\.\s+(?=[A-Z])")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<#|~])")
 
 
@@ -112,7 +113,8 @@ def split_open(items: list[CriterionResult], rules: TrialRules) -> tuple[list[Cr
 
 def _beyond_first_sentence(reason: str) -> str:
     """An attestation's reason past its generic first sentence (e.g. the current steroid dose behind I8)."""
-    parts = reason.split(". ", 1)
+    # A sentence ends at ". " followed by a capital letter ("e.g. alopecia" does not end one).
+    parts = _SENTENCE_END.split(reason, maxsplit=1)
     return parts[1].strip() if len(parts) == 2 else ""
 
 

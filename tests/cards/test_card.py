@@ -73,6 +73,14 @@ def test_attestations_are_listed_apart_from_the_items_to_check():
     assert "Current dose 30 mg/day." in detail  # but the support data behind I8 is kept
 
 
+def test_attestation_reasons_are_not_cut_inside_a_sentence():
+    s = _screening("potential-candidate", {"E18": _c("E18", U, "Needs confirmation by the study team: toxicities "
+                                                               "recovered (except, e.g. alopecia).")})
+    detail = _cards(s)[0]["detail"]
+    assert "- **E18** Acute toxicity of prior therapy not recovered to grade \\<= 1\n" in detail + "\n"
+    assert "alopecia)" not in detail
+
+
 def test_only_attestations_left():
     s = _screening("potential-candidate", {"I4": _c("I4", U), "E19": _c("E19", U)})
     [card] = _cards(s)
