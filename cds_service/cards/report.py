@@ -186,11 +186,15 @@ def _evidence(items: Any) -> tuple[EvidenceLine, ...]:
 
 
 def build_report(screening: Mapping[str, Any], rules: TrialRules, *, expires_at: datetime | None = None) -> ReportView:
-    """Group a screening's criteria into blocking / to confirm / met, in the trial's criterion order."""
+    """Group a screening's criteria into blocking / to confirm / met, in the trial's criterion order (attestations
+    last)."""
     order = {c.id: i for i, c in enumerate(rules.criteria)}
     info = {c.id: c for c in rules.criteria}
     criteria = [c for c in screening.get("criteria") or [] if isinstance(c, Mapping)]
-    criteria.sort(key=lambda c: order.get(str(c.get("id")), len(order)))
+    # Trial order, except that attestations (open for every patient) come after the items the record can settle,
+    # as on the card.
+    criteria.sort(key=lambda c: (bool(info[c["id"]].attestation) if c.get("id") in info else False,
+                                 order.get(str(c.get("id")), len(order))))
     grouped: dict[str, list[ReportItem]] = {key: [] for key, _, _ in _SECTIONS}
     for c in criteria:
         cid = str(c.get("id", "?"))

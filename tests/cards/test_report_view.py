@@ -37,9 +37,14 @@ def test_items_keep_the_trial_order_and_labels_and_resolve_texts():
     rules = sample_rules()
     view = build_report(sample_screening(rules), rules)
     order = [c.id for c in rules.criteria]
+    attest = {c.id for c in rules.criteria if c.attestation}
     for s in view.sections:
         ids = [it.id for it in s.items]
-        assert ids == sorted(ids, key=order.index)
+        # trial order, attestations after the items the record can settle (as on the card)
+        assert ids == sorted(ids, key=lambda i: (i in attest, order.index(i)))
+    confirm = [it.id for it in view.section("confirm").items]
+    assert any(i in attest for i in confirm) and not any(
+        a in attest and b not in attest for a, b in zip(confirm, confirm[1:], strict=False))
     i3 = next(it for it in view.section("confirm").items if it.id == "I3")
     assert i3.label == rules.criterion("I3").label
     assert i3.resolve == rules.criterion("I3").resolve
