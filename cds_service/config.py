@@ -109,6 +109,11 @@ def load_knowledge(settings: Settings) -> Knowledge:
     """Load and validate code tables and trial rules (raises ConfigurationError naming the bad file)."""
     tables = load_code_tables(settings.mappings_dir, settings.site_tables)
     rules = load_trial_rules(settings.mappings_dir, settings.rules_override)
+    horizon = rules.date_horizon
+    named = set(horizon.days) | horizon.qualifiers | set(horizon.same_time_as) if horizon is not None else set()
+    unknown = sorted(vs for vs in named if vs not in tables)
+    if unknown:
+        raise ConfigurationError(f"trial rules: date_horizon names unknown value set(s): {', '.join(unknown)}")
     return Knowledge(tables, rules)
 
 

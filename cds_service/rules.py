@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -18,7 +18,7 @@ import yaml
 
 from cds_service.errors import ConfigurationError
 
-__all__ = ["TrialRules", "CriterionInfo", "load_trial_rules"]
+__all__ = ["TrialRules", "CriterionInfo", "DateHorizon", "load_trial_rules"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,20 @@ class CriterionInfo:
     label: str
     resolve: str
     attestation: bool = False  # no record can decide it: investigator / patient confirmation
+
+
+@dataclass(frozen=True)
+class DateHorizon:
+    """The fast path's date horizon (``date_horizon`` in the rules; used by gather/record.py ``relevant_to``).
+
+    ``days``: value-set id -> days before ``at`` past which its Observations need not be parsed (recency +
+    slack). ``qualifiers``: value sets read only on the Observation holding them. ``same_time_as``: value sets
+    read on any Observation at the same start as a result of another set (I7e's oxygen context of the SpO2).
+    """
+
+    days: Mapping[str, int]
+    qualifiers: frozenset[str] = frozenset()
+    same_time_as: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,7 @@ class TrialRules:
     windows: Mapping[str, Any]
     qualitative_text: Mapping[str, tuple[str, ...]]
     criteria: tuple[CriterionInfo, ...]
+    date_horizon: DateHorizon | None = None  # None: the fast path has no date horizon
 
     def criterion(self, criterion_id: str) -> CriterionInfo:
         for c in self.criteria:
@@ -90,6 +105,7 @@ def load_trial_rules(mappings_dir: Path, override: Path | None = None) -> TrialR
     if len(set(ids)) != len(ids):
         raise ConfigurationError(f"trial rules {path}: a criterion id is listed twice")
     t = data["trial"]
+    horizon = _date_horizon(data, path)
     return TrialRules(
         trial_id=t["id"],
         title=t["title"],
@@ -101,4 +117,28 @@ def load_trial_rules(mappings_dir: Path, override: Path | None = None) -> TrialR
         qualitative_text=MappingProxyType({k: tuple(w.lower() for w in v)
                                            for k, v in data["qualitative_text"].items()}),
         criteria=tuple(CriterionInfo(**c) for c in data["criteria"]),
+        date_horizon=horizon,
     )
+
+
+def _date_horizon(data: Mapping[str, Any], path: Path) -> DateHorizon | None:
+    """The date horizon: each listed recency key must exist and not be null."""
+    spec = data.get("date_horizon")
+    if not spec:
+        return None
+    recency = data["recency_days"]
+    out: dict[str, int] = {}
+    for vs, key in spec["value_sets"].items():
+        if key not in recency:
+            raise ConfigurationError(f"trial rules {path}: date_horizon.value_sets.{vs}: no recency_days.{key}")
+        days = recency[key]
+        if not isinstance(days, int) or isinstance(days, bool):
+            raise ConfigurationError(f"trial rules {path}: date_horizon.value_sets.{vs}: recency_days.{key} is "
+                                     f"{days!r}; a value set read at any date has no date horizon")
+        out[vs] = days + spec["slack_days"]
+    for vs, anchor in (spec.get("same_time_as") or {}).items():
+        if anchor not in out:
+            raise ConfigurationError(f"trial rules {path}: date_horizon.same_time_as.{vs}: {anchor} has no date "
+                                     "horizon")
+    return DateHorizon(MappingProxyType(out), frozenset(spec.get("qualifiers") or ()),
+                       MappingProxyType(dict(spec.get("same_time_as") or {})))
