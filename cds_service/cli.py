@@ -71,7 +71,8 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     at = args.at
     status = 0
     out = sys.stdout
-    for item in records_from_paths([Path(p) for p in args.paths], knowledge.tables):
+    for item in records_from_paths([Path(p) for p in args.paths], knowledge.tables, at=at,
+                                   rules=knowledge.rules):
         if isinstance(item, InputError):
             print(f"trialscreen: {item}", file=sys.stderr)
             status = 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +151,14 @@ def group_by_patient(
     return list(patients.values())
 
 
-def records_from_paths(paths: list[Path], tables: Any = None) -> Iterator[PatientRecord | InputError]:
+def records_from_paths(paths: list[Path], tables: Any = None, *, at: datetime | None = None,
+                       rules: Any = None) -> Iterator[PatientRecord | InputError]:
     """Records for every patient in every path, in input order; an unreadable path yields its InputError.
 
-    With ``tables`` (the code tables), resources no criterion can use are skipped before model validation.
+    With ``tables`` (the code tables), resources no criterion can use are skipped before model validation; with
+    the evaluation time ``at`` and the trial ``rules`` too, so are Observations beyond their date horizon.
     """
-    keep = relevant_to(tables) if tables is not None else None
+    keep = relevant_to(tables, at=at, rules=rules) if tables is not None else None
     for path in expand_paths(paths):
         try:
             for source, resources, urls in read_path(path):

@@ -12,13 +12,16 @@ Building a record does no I/O.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-__all__ = ["PatientRecord", "DataProblem", "build_record", "RESOURCE_TYPES", "raw_codings", "KINDS", "relevant_to"]
+__all__ = ["PatientRecord", "DataProblem", "build_record", "RESOURCE_TYPES", "raw_codings", "KINDS", "relevant_to",
+           "Relevance", "raw_effective"]
 
 # The resource types the criteria read, with their fhir.resources module names.
 RESOURCE_TYPES: dict[str, str] = {
@@ -113,17 +116,60 @@ def raw_codings(resource: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 # whole says "reviewed"); and medication resources that name their drug by reference (codes live elsewhere).
 _ALWAYS_KEEP = {"Patient", "Medication", "AllergyIntolerance"}
 
+# Value sets read only as measurements in an Observation or in any of its components (facts.ecg.gather: blood
+# pressure, ECG intervals), never through facts.results / facts.observations (top-level code only): a panel's
+# component can be "the newest stale result" of these, not of the others.
+_READ_IN_COMPONENTS = frozenset({"systolic-bp", "diastolic-bp", "qtcf", "qt-interval", "qtcb", "qtc-unspecified"})
+# A FHIR date, dateTime or instant as the date horizon accepts it: a time needs seconds and a zone (anything else
+# is never skipped: fhir.resources may refuse it, and a resource it refuses must stay a data problem).
+_FHIR_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2}))?)?)?$")
 
-def relevant_to(tables: Any) -> Callable[[Mapping[str, Any]], bool]:
-    """A ``keep`` predicate: a resource is parsed only if one of its raw codes is in some value set.
 
-    Full model validation costs ~50 us a resource and most of a real record (vital signs, social history,
-    claims) can be of no use to any criterion; reading its codes from the raw JSON first is ~10x cheaper. The
-    screening is identical with or without this filter (tests/gather/test_relevance.py proves it on every
-    fixture and Synthea record).
+def _raw_date(value: Any) -> Any:
+    if not isinstance(value, str) or not _FHIR_DATE.match(value):
+        return None
+    from cds_service.facts.dates import parse_fhir_date  # facts import this module: import on use
+    return parse_fhir_date(value)
+
+
+def raw_effective(raw: Mapping[str, Any]) -> tuple[datetime, datetime] | None:
+    """(start, end) of an Observation's effective[x] read from its raw JSON, as the facts will read it; None when
+    missing, unparseable or an open period."""
+    if "effectiveDateTime" in raw:
+        when = _raw_date(raw["effectiveDateTime"])
+    elif "effectiveInstant" in raw:
+        when = _raw_date(raw["effectiveInstant"])
+    else:
+        period = raw.get("effectivePeriod")
+        if not isinstance(period, Mapping) or "end" not in period:
+            return None
+        end = _raw_date(period["end"])
+        if end is None:
+            return None
+        if "start" not in period:
+            return end.start, end.end
+        begin = _raw_date(period["start"])
+        return (begin.start, end.end) if begin is not None else None
+    return (when.start, when.end) if when is not None else None
+
+
+class Relevance:
+    """The fast path's choice of resources to parse: a ``keep`` predicate for ``build_record``.
+
+    Called with one raw resource, it says whether any criterion could use it by its codes (``relevant_to``).
+    With a date horizon (``at`` and the trial rules' ``date_horizon``), ``build_record`` also asks
+    ``beyond_horizon`` which of the kept Observations are too old for every criterion that reads them.
     """
 
-    def keep(raw: Mapping[str, Any]) -> bool:
+    def __init__(self, tables: Any, cutoffs: Mapping[str, datetime] | None = None,
+                 qualifiers: Iterable[str] = (), same_time_as: Mapping[str, str] | None = None) -> None:
+        self.tables = tables
+        self.cutoffs = dict(cutoffs or {})
+        self.qualifiers = frozenset(qualifiers)
+        self.same_time_as = {vs: anchor for vs, anchor in (same_time_as or {}).items() if anchor in self.cutoffs}
+
+    def __call__(self, raw: Mapping[str, Any]) -> bool:
+        tables = self.tables
         rtype = raw.get("resourceType")
         if rtype in _ALWAYS_KEEP:
             return True
@@ -142,7 +188,113 @@ def relevant_to(tables: Any) -> Callable[[Mapping[str, Any]], bool]:
         # entries to review, so dropping it would turn UNKNOWN into "none recorded".
         return not codings or bool(tables.matching_sets(codings))
 
-    return keep
+    def beyond_horizon(self, resources: Sequence[Mapping[str, Any]],
+                       parse: Callable[[Mapping[str, Any]], Any]) -> set[int]:
+        """``id()`` of the Observations among ``resources`` that need not be parsed.
+
+        A candidate is an Observation every value set of whose raw codes has a horizon, dated (raw effective
+        end) before the horizon of each. Per value set, the candidates are walked newest first and kept down to
+        the first one that is certainly a usable result of that set (``parse`` validates it, cached by the
+        caller): the newest result "too old to count", which criteria show, is among the kept ones. Everything
+        not older than that one, in start or in end, is kept too. ``parse`` returns the model or None.
+        """
+        if not self.cutoffs:
+            return set()
+        observations = []
+        for raw in resources:
+            if raw.get("resourceType") == "Observation":
+                sets = self.tables.matching_sets(raw_codings(raw)) - self.qualifiers
+                observations.append((raw, sets, raw_effective(raw)))
+        # Starts of the results that may be current for a same-time anchor set (None: one cannot be dated, so
+        # every same-time Observation is kept).
+        protected: dict[str, set[datetime] | None] = {}
+        for anchor in set(self.same_time_as.values()):
+            starts: set[datetime] | None = set()
+            for _raw, sets, when in observations:
+                if anchor not in sets:
+                    continue
+                if when is None:
+                    starts = None
+                    break
+                if when[1] >= self.cutoffs[anchor]:
+                    starts.add(when[0])
+            protected[anchor] = starts
+        chains: dict[str, list[tuple[datetime, datetime, Mapping[str, Any]]]] = {}
+        candidates: set[int] = set()
+        for raw, sets, when in observations:
+            if not sets or when is None:
+                continue
+            limited = {vs for vs in sets if vs not in self.same_time_as}
+            if not all(vs in self.cutoffs and when[1] < self.cutoffs[vs] for vs in limited):
+                continue
+            if not all(_apart(when, self.cutoffs[self.same_time_as[vs]], protected[self.same_time_as[vs]])
+                       for vs in sets - limited):
+                continue
+            candidates.add(id(raw))
+            for vs in limited:
+                chains.setdefault(vs, []).append((when[0], when[1], raw))
+        kept: set[int] = set()
+        for vs, chain in chains.items():
+            chain.sort(key=lambda c: (c[0], c[1]), reverse=True)
+            anchor = None
+            for start, end, raw in chain:
+                kept.add(id(raw))
+                if _usable_result(parse(raw), vs, self.tables, (start, end)):
+                    anchor = (start, end)
+                    break
+            if anchor is None:
+                continue
+            for start, end, raw in chain:
+                if start >= anchor[0] or end >= anchor[1]:
+                    kept.add(id(raw))
+        return candidates - kept
+
+
+def _apart(when: tuple[datetime, datetime], cutoff: datetime, starts: set[datetime] | None) -> bool:
+    """Beyond the anchor set's horizon and at no start of a result of it that may be current."""
+    return starts is not None and when[1] < cutoff and when[0] not in starts
+
+
+def _usable_result(model: Any, value_set: str, tables: Any, when: tuple[datetime, datetime]) -> bool:
+    """Is this parsed Observation certainly a result the criteria would take as the newest stale one of the set?
+
+    As Facts.results and facts.ecg.gather read it: a final / amended / corrected result, dated as its raw JSON
+    says, with a value: for sets read in components, a quantity in a matching component or in itself; for the
+    others, its own code in the set and a value (not a dataAbsentReason alone).
+    """
+    if model is None:
+        return False
+    from cds_service.facts.clinical import observation_fact  # facts import this module: import on use
+    fact = observation_fact(model)
+    if fact is None or fact.preliminary or fact.effective is None:
+        return False
+    if (fact.effective.start, fact.effective.end) != when:
+        return False  # read differently from the raw JSON: do not rely on the raw dates
+    if value_set in _READ_IN_COMPONENTS:
+        return any(item.quantity is not None and tables.match_codings(item.codings, value_set) is not None
+                   for item in (fact, *fact.components))
+    if tables.match_codings(fact.codings, value_set) is None:
+        return False
+    return fact.absent is None or fact.quantity is not None or bool(fact.value_codings) or bool(fact.components)
+
+
+def relevant_to(tables: Any, *, at: datetime | None = None, rules: Any = None) -> Relevance:
+    """A ``keep`` predicate: a resource is parsed only if one of its raw codes is in some value set.
+
+    Full model validation costs ~150-250 us a resource and much of a real record (vital signs, social history,
+    claims) can be of no use to any criterion; reading its codes from the raw JSON first is ~10x cheaper. With
+    the evaluation time ``at`` and the trial ``rules`` (their ``date_horizon``), Observations older than every
+    recency window that could read them are skipped too, but for the newest of each value set
+    (``Relevance.beyond_horizon``). The screening is identical with or without this filter
+    (tests/gather/test_relevance.py and tests/hooks/test_hook_relevance.py prove it on every fixture, Synthea
+    record and the benchmarks' long records). Pure: no I/O.
+    """
+    horizon = getattr(rules, "date_horizon", None) if rules is not None else None
+    if at is None or horizon is None:
+        return Relevance(tables)
+    moment = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    cutoffs = {vs: moment - timedelta(days=days) for vs, days in horizon.days.items() if vs in tables}
+    return Relevance(tables, cutoffs, horizon.qualifiers, horizon.same_time_as)
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -165,28 +317,57 @@ def build_record(
     """Parse raw resources into a PatientRecord.
 
     ``keep`` (optional) pre-selects resources from their raw JSON before the costly model validation; a
-    resource it rejects is one no criterion could use. Types the criteria do not read are ignored.
+    resource it rejects is one no criterion could use. A ``Relevance`` with a date horizon also skips the
+    Observations too old for every criterion that reads them (``Relevance.beyond_horizon``). Types the criteria
+    do not read are ignored.
     """
     record = PatientRecord(patient_ref=patient_ref, not_retrieved=dict(not_retrieved or {}))
+    selected: list[Mapping[str, Any]] = []
     for raw in raw_resources:
         rtype = raw.get("resourceType") if isinstance(raw, Mapping) else None
         if rtype not in RESOURCE_TYPES:
             continue
         if keep is not None and rtype != "Patient" and not keep(raw):
             continue
-        rid = raw.get("id")
-        ref = f"{rtype}/{rid}" if isinstance(rid, str) and rid else f"{rtype}/(no id)"
-        try:
-            model = _model(rtype).model_validate(raw)
-        except ValidationError as exc:
-            record.problems.append(DataProblem(ref, rtype, _first_error(exc), raw_codings(raw)))
+        selected.append(raw)
+    parsed: dict[int, Any] = {}
+
+    def parse(raw: Mapping[str, Any]) -> Any:
+        """The model, or a DataProblem (cached: the date horizon may have parsed it already)."""
+        key = id(raw)
+        if key not in parsed:
+            parsed[key] = _parse(raw)
+        return parsed[key]
+
+    def model_of(raw: Mapping[str, Any]) -> Any:
+        result = parse(raw)
+        return None if isinstance(result, DataProblem) else result
+
+    skip = keep.beyond_horizon(selected, model_of) if isinstance(keep, Relevance) else set()
+    for raw in selected:
+        if id(raw) in skip:
             continue
-        except (TypeError, ValueError) as exc:  # fhir.resources raises these for some malformed primitives
-            record.problems.append(DataProblem(ref, rtype, str(exc)[:200], raw_codings(raw)))
+        result = parse(raw)
+        if isinstance(result, DataProblem):
+            record.problems.append(result)
             continue
+        rtype = raw["resourceType"]
         if rtype == "Patient":
             if record.patient is None:
-                record.patient = model
+                record.patient = result
             continue
-        record.resources.setdefault(rtype, []).append(model)
+        record.resources.setdefault(rtype, []).append(result)
     return record
+
+
+def _parse(raw: Mapping[str, Any]) -> Any:
+    """The resource's fhir.resources model, or a DataProblem saying why it cannot be read."""
+    rtype = raw["resourceType"]
+    rid = raw.get("id")
+    ref = f"{rtype}/{rid}" if isinstance(rid, str) and rid else f"{rtype}/(no id)"
+    try:
+        return _model(rtype).model_validate(raw)
+    except ValidationError as exc:
+        return DataProblem(ref, rtype, _first_error(exc), raw_codings(raw))
+    except (TypeError, ValueError) as exc:  # fhir.resources raises these for some malformed primitives
+        return DataProblem(ref, rtype, str(exc)[:200], raw_codings(raw))

@@ -72,13 +72,16 @@ def handle(svc: ServiceState, body: object, request_id: str) -> dict:
         if not client.trusted:
             log.warning("fhirServer is not on the allowlist: nothing is fetched from it",
                         extra={"host": _host(server)})
+    at = svc.clock()  # one evaluation time for the date horizon and the screening
+    # Same screening, fewer models to validate: resources no criterion can use, and Observations beyond their
+    # date horizon, are skipped before validation.
     gathered = gather(patient_id, req.get("prefetch"), svc.templates, client, request_id=request_id,
-                      keep=relevant_to(svc.knowledge.tables))  # same screening, fewer models to validate
+                      keep=relevant_to(svc.knowledge.tables, at=at, rules=svc.knowledge.rules))
     if gathered.record is None:
         log.info("no patient record to screen: no card", extra={"reason": gathered.why,
                                                                 "fetched": len(gathered.fetched_keys)})
         return {"cards": []}
-    screening = screen(gathered.record, svc.clock(), svc.knowledge)
+    screening = screen(gathered.record, at, svc.knowledge)
     card_args = dict(rules=svc.knowledge.rules, hook_instance=req["hookInstance"],
                      explain_ineligibility=settings.explain_ineligibility)
     cards = build_cards(screening, report_url=None, **card_args)
