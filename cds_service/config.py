@@ -110,7 +110,8 @@ def load_knowledge(settings: Settings) -> Knowledge:
     tables = load_code_tables(settings.mappings_dir, settings.site_tables)
     rules = load_trial_rules(settings.mappings_dir, settings.rules_override)
     horizon = rules.date_horizon
-    named = set(horizon.days) | horizon.qualifiers | set(horizon.same_time_as) if horizon is not None else set()
+    named = set(horizon.days) | horizon.qualifiers | set(horizon.same_time_as) | set(horizon.closest_to) \
+        if horizon is not None else set()
     unknown = sorted(vs for vs in named if vs not in tables)
     if unknown:
         raise ConfigurationError(f"trial rules: date_horizon names unknown value set(s): {', '.join(unknown)}")

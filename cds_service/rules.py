@@ -37,11 +37,13 @@ class DateHorizon:
     ``days``: value-set id -> days before ``at`` past which its Observations need not be parsed (recency +
     slack). ``qualifiers``: value sets read only on the Observation holding them. ``same_time_as``: value sets
     read on any Observation at the same start as a result of another set (I7e's oxygen context of the SpO2).
+    ``closest_to``: value sets whose result closest in time to a result of another set is read (I7c's weight).
     """
 
     days: Mapping[str, int]
     qualifiers: frozenset[str] = frozenset()
     same_time_as: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    closest_to: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,11 @@ def _date_horizon(data: Mapping[str, Any], path: Path) -> DateHorizon | None:
             raise ConfigurationError(f"trial rules {path}: date_horizon.value_sets.{vs}: recency_days.{key} is "
                                      f"{days!r}; a value set read at any date has no date horizon")
         out[vs] = days + spec["slack_days"]
-    for vs, anchor in (spec.get("same_time_as") or {}).items():
-        if anchor not in out:
-            raise ConfigurationError(f"trial rules {path}: date_horizon.same_time_as.{vs}: {anchor} has no date "
-                                     "horizon")
+    for kind in ("same_time_as", "closest_to"):
+        for vs, anchor in (spec.get(kind) or {}).items():
+            if anchor not in out or (kind == "closest_to" and vs not in out):
+                missing = vs if anchor in out else anchor
+                raise ConfigurationError(f"trial rules {path}: date_horizon.{kind}.{vs}: {missing} has no date horizon")
     return DateHorizon(MappingProxyType(out), frozenset(spec.get("qualifiers") or ()),
-                       MappingProxyType(dict(spec.get("same_time_as") or {})))
+                       MappingProxyType(dict(spec.get("same_time_as") or {})),
+                       MappingProxyType(dict(spec.get("closest_to") or {})))

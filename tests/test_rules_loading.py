@@ -20,7 +20,7 @@ def test_date_horizon_is_recency_plus_slack_for_listed_value_sets():
     horizon = default_knowledge().rules.date_horizon
     assert horizon is not None
     assert horizon.days["alt"] == 28 + 8 and horizon.days["qtcf"] == 90 + 8
-    assert "body-weight" not in horizon.days and "hiv-antibody" not in horizon.days
+    assert "heart-rate" not in horizon.days and "hiv-antibody" not in horizon.days
 
 
 
@@ -33,3 +33,13 @@ def test_date_horizon_refuses_a_missing_or_null_recency_key(tmp_path, override, 
     path.write_text(override, encoding="utf-8")
     with pytest.raises(ConfigurationError, match=message):
         rules.load_trial_rules(default_mappings_dir(), path)
+
+
+def test_date_horizon_of_body_weight_is_paired_with_the_creatinine_in_kg():
+    from cds_service.config import default_knowledge
+
+    knowledge = default_knowledge()
+    horizon = knowledge.rules.date_horizon
+    assert horizon.closest_to == {"body-weight": "creatinine"} and horizon.days["body-weight"] == 36
+    # the fast path's "usable weight" converts to the value set's unit; I7c converts that to kg
+    assert knowledge.tables["body-weight"].unit == "kg"

@@ -162,11 +162,14 @@ class Relevance:
     """
 
     def __init__(self, tables: Any, cutoffs: Mapping[str, datetime] | None = None,
-                 qualifiers: Iterable[str] = (), same_time_as: Mapping[str, str] | None = None) -> None:
+                 qualifiers: Iterable[str] = (), same_time_as: Mapping[str, str] | None = None,
+                 closest_to: Mapping[str, str] | None = None) -> None:
         self.tables = tables
         self.cutoffs = dict(cutoffs or {})
         self.qualifiers = frozenset(qualifiers)
         self.same_time_as = {vs: anchor for vs, anchor in (same_time_as or {}).items() if anchor in self.cutoffs}
+        self.closest_to = {vs: other for vs, other in (closest_to or {}).items()
+                           if vs in self.cutoffs and other in self.cutoffs}
 
     def __call__(self, raw: Mapping[str, Any]) -> bool:
         tables = self.tables
@@ -235,11 +238,19 @@ class Relevance:
                 chains.setdefault(vs, []).append((when[0], when[1], raw))
         kept: set[int] = set()
         for vs, chain in chains.items():
+            other = self.closest_to.get(vs)
+            if other is not None and not all(
+                    when is not None and (when[1] < self.cutoffs[other] or when[0] >= self.cutoffs[vs])
+                    for _raw, sets, when in observations if other in sets):
+                # A result of ``other`` that may be current starts before this set's horizon (or cannot be
+                # dated): the closest result of this set to it may be any old one, so all are read.
+                kept.update(id(raw) for _s, _e, raw in chain)
+                continue
             chain.sort(key=lambda c: (c[0], c[1]), reverse=True)
             anchor = None
             for start, end, raw in chain:
                 kept.add(id(raw))
-                if _usable_result(parse(raw), vs, self.tables, (start, end)):
+                if _usable_result(parse(raw), vs, self.tables, (start, end), positive=vs in self.closest_to):
                     anchor = (start, end)
                     break
             if anchor is None:
@@ -255,12 +266,14 @@ def _apart(when: tuple[datetime, datetime], cutoff: datetime, starts: set[dateti
     return starts is not None and when[1] < cutoff and when[0] not in starts
 
 
-def _usable_result(model: Any, value_set: str, tables: Any, when: tuple[datetime, datetime]) -> bool:
+def _usable_result(model: Any, value_set: str, tables: Any, when: tuple[datetime, datetime], *,
+                   positive: bool = False) -> bool:
     """Is this parsed Observation certainly a result the criteria would take as the newest stale one of the set?
 
     As Facts.results and facts.ecg.gather read it: a final / amended / corrected result, dated as its raw JSON
     says, with a value: for sets read in components, a quantity in a matching component or in itself; for the
-    others, its own code in the set and a value (not a dataAbsentReason alone).
+    others, its own code in the set and a value (not a dataAbsentReason alone). ``positive``: a quantity that
+    converts to the set's canonical unit and is above 0 (I7c's usable weight).
     """
     if model is None:
         return False
@@ -275,6 +288,12 @@ def _usable_result(model: Any, value_set: str, tables: Any, when: tuple[datetime
                    for item in (fact, *fact.components))
     if tables.match_codings(fact.codings, value_set) is None:
         return False
+    if positive:
+        from cds_service.facts.units import convert  # facts import this module: import on use
+        vs, q = tables[value_set], fact.quantity
+        value = convert(q.value, q.unit, vs.unit, molar_mass=vs.molar_mass, aliases=vs.unit_aliases) \
+            if q is not None and vs.unit is not None else None
+        return value is not None and value > 0
     return fact.absent is None or fact.quantity is not None or bool(fact.value_codings) or bool(fact.components)
 
 
@@ -294,7 +313,7 @@ def relevant_to(tables: Any, *, at: datetime | None = None, rules: Any = None) -
         return Relevance(tables)
     moment = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
     cutoffs = {vs: moment - timedelta(days=days) for vs, days in horizon.days.items() if vs in tables}
-    return Relevance(tables, cutoffs, horizon.qualifiers, horizon.same_time_as)
+    return Relevance(tables, cutoffs, horizon.qualifiers, horizon.same_time_as, horizon.closest_to)
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -162,3 +162,35 @@ def test_an_unreadable_result_older_than_a_usable_stale_one_is_not_read():
                                                           f"Observation/{older_bad['id']}"}
     assert {p.reference for p in fast_record.problems} == {f"Observation/{newer_bad['id']}"}
     assert fast["criteria"] == plain["criteria"]
+
+
+def _creatinine(date: str):
+    return observation(LOINC, "2160-0", value=0.9, unit="mg/dL", high=1.1, date=date)
+
+
+def _weight(days: float, value: float = 70, unit: str = "kg"):
+    return observation(LOINC, "29463-7", value=value, unit=unit, date=days_ago(days))
+
+
+def test_I7c_closest_old_weight_is_kept_when_the_creatinine_is_recent():
+    # No weight within 7 days of the creatinine: I7c names the closest one, which is the newest usable old one.
+    unusable = [_weight(60, unit="cm"), _weight(61, value=0)]
+    usable = [_weight(62 + i) for i in range(30)]
+    resources = [patient(pid="p1"), _creatinine(days_ago(3)), *unusable, *usable]
+    plain, fast, _p, fast_record = _both(resources)
+    assert fast == plain
+    i7c = next(c for c in fast["criteria"] if c["id"] == "I7c")
+    assert "closest" in i7c["reason"]
+    kept = {o.id for o in fast_record.of_type("Observation")}
+    assert {o["id"] for o in unusable} | {usable[0]["id"]} <= kept
+    assert not {o["id"] for o in usable[1:]} & kept
+
+
+def test_I7c_every_weight_is_read_when_the_creatinine_starts_before_the_horizon():
+    # A creatinine dated by its year only is current at AT, but its closest weight (in days, over the whole year)
+    # is the one nearest mid-year: no old weight may be dropped.
+    weights = [_weight(60 + 7 * i) for i in range(30)]
+    resources = [patient(pid="p1"), _creatinine("2026"), *weights]
+    plain, fast, _p, fast_record = _both(resources)
+    assert fast == plain
+    assert {o.id for o in fast_record.of_type("Observation")} >= {o["id"] for o in weights}
