@@ -194,3 +194,15 @@ def test_I7c_every_weight_is_read_when_the_creatinine_starts_before_the_horizon(
     plain, fast, _p, fast_record = _both(resources)
     assert fast == plain
     assert {o.id for o in fast_record.of_type("Observation")} >= {o["id"] for o in weights}
+
+
+@pytest.mark.parametrize("text", [
+    "2026-09-27T07:30:00Z", "2026-09-27T07:30:00.123Z", "2026-09-27T07:30:00.123456789+02:00",
+    "2026-09-27T07:30:00-05:00", "2026-02-30T07:30:00Z", "2026-09-27T24:30:00Z", "2026-09-27T07:30:60Z", "2026",
+    "2026-09", "2026-09-27", "2026-13"])
+def test_raw_dates_are_read_as_the_facts_read_them(text):
+    from cds_service.facts.dates import parse_fhir_date
+
+    got = raw_effective({"effectiveDateTime": text})
+    want = parse_fhir_date(text)
+    assert got == ((want.start, want.end) if want is not None else None)
