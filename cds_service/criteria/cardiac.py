@@ -97,15 +97,6 @@ def _name(fact: Any, default: str = "") -> str:
     return codings[0][1] if codings else default or fact.ref
 
 
-def _tidy(verdict: Verdict, what: str) -> Verdict:
-    """Wording fixes on ``event_in_window`` reasons: it capitalises with ``str.capitalize``, which lower-cases
-    acronyms (CABG), and says "on <date>", which doubles the "on" of an "on or before <recorded date>" date."""
-    wrong, right = what.capitalize(), what[0].upper() + what[1:]
-    reason = right + verdict.reason[len(wrong):] if verdict.reason.startswith(wrong) else verdict.reason
-    reason = reason.replace(" on on or before ", " on or before ")
-    return Verdict(verdict.result, reason, verdict.evidence, verdict.until)
-
-
 def _fmt(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
 
@@ -155,10 +146,10 @@ def stroke_or_seizure_within_6_months(facts: Facts) -> Verdict:
         else:
             past.append(evidence_of(f, note=f"recorded as {f.clinical_status or 'not active'}, with no seizure "
                                             f"dated in the window"))
-    verdict = _tidy(event_in_window(
+    verdict = event_in_window(
         facts, _newest_first(definite), what="stroke or seizure", kinds=CONDITION + OBSERVATION,
         value_sets=value_sets, months=months, window_text=window_text,
-    ), "stroke or seizure")
+    )
     if verdict.result is Result.MET:
         return verdict
     sequelae = list(facts.conditions("stroke-sequelae"))
@@ -297,10 +288,10 @@ def mi_or_cabg_within_6_months(facts: Facts) -> Verdict:
             _sort(review, events, f, _status_note(f))
     events += [_event(p) for p in facts.procedures("cabg")]
     what = "myocardial infarction or CABG"
-    verdict = _tidy(event_in_window(
+    verdict = event_in_window(
         facts, _newest_first(events), what=what, kinds=CONDITION + PROCEDURE,
         value_sets=value_sets, months=months, window_text=window_text,
-    ), what)
+    )
     if verdict.result is Result.MET:
         return verdict
     doubtful = [(e, n) for e, n in review if e.date is None or _in_window_or_open(e.date, start, facts.at)]

@@ -24,13 +24,13 @@ from cds_service.facts.dates import in_window
 from cds_service.facts.index import Facts, evidence_of
 
 
-def _sentence_start(text: str) -> str:
+def sentence_start(text: str) -> str:
     """Upper-case the first letter only ("CABG" stays "CABG", unlike str.capitalize)."""
     return text[:1].upper() + text[1:]
 
 
-__all__ = ["attestation", "none_recorded", "event_in_window", "window_start", "CONDITION", "PROCEDURE",
-           "MEDICATION_KINDS", "IMMUNIZATION", "ALLERGY", "OBSERVATION"]
+__all__ = ["sentence_start", "attestation", "none_recorded", "event_in_window", "window_start", "CONDITION",
+           "PROCEDURE", "MEDICATION_KINDS", "IMMUNIZATION", "ALLERGY", "OBSERVATION"]
 
 CONDITION = ("Condition",)
 PROCEDURE = ("Procedure",)
@@ -102,9 +102,11 @@ def event_in_window(
     if latest_inside is not None:
         delta = relativedelta(months=months) if months is not None else relativedelta(days=days or 0)
         until = (latest_inside + delta).date() + relativedelta(days=1)
-        return met(f"{_sentence_start(what)} on {inside_ev.date}, within {window_text}.", inside_ev, until=until)
+        # A date known only as an upper bound reads "on or before <date>": no second "on".
+        when_text = inside_ev.date if str(inside_ev.date).startswith("on ") else f"on {inside_ev.date}"
+        return met(f"{sentence_start(what)} {when_text}, within {window_text}.", inside_ev, until=until)
     if doubtful:
-        return unknown(f"{_sentence_start(what)} recorded, but its date cannot place it inside or outside "
+        return unknown(f"{sentence_start(what)} recorded, but its date cannot place it inside or outside "
                        f"{window_text}.", *doubtful)
     if before:
         gap = None

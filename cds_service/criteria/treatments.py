@@ -22,6 +22,7 @@ from cds_service.criteria.common import (
     PROCEDURE,
     event_in_window,
     none_recorded,
+    sentence_start,
     window_start,
 )
 from cds_service.criteria.registry import Verdict, criterion, met, not_met, unknown
@@ -122,11 +123,6 @@ def _names(facts: Facts, value_set: str) -> str:
     if len(seen) <= 1:
         return "".join(seen)
     return ", ".join(seen[:-1]) + " or " + seen[-1]
-
-
-def _cap(text: str) -> str:
-    """Upper-case the first letter only (str.capitalize would lower-case references and dates)."""
-    return text[:1].upper() + text[1:]
 
 
 def _plural(n: int, word: str, plural: str | None = None) -> str:
@@ -256,12 +252,12 @@ def corticosteroids_70mg_in_7_days(facts: Facts) -> Verdict:
         extra = cum.possible_extra
         if extra is None or total + extra >= threshold:
             why = "; ".join(sorted({c.why_doubtful or "" for c in cum.doubtful}))
-            return unknown(f"{_cap(amount)} counted in {window_text}, below {threshold:g} mg, but "
+            return unknown(f"{sentence_start(amount)} counted in {window_text}, below {threshold:g} mg, but "
                            f"{_plural(len(cum.doubtful), 'corticosteroid record')} could not be counted ({why}): "
                            f"check the doses ({_provisional(facts)}).", *evidence)
     gap = facts.gap(MEDICATION_KINDS, "systemic-corticosteroids")
     if gap:
-        return unknown(f"{_cap(amount)} counted in {window_text}, but {gap} ({_provisional(facts)}).",
+        return unknown(f"{sentence_start(amount)} counted in {window_text}, but {gap} ({_provisional(facts)}).",
                        *evidence)
     if not steroids:
         verdict = none_recorded(facts, MEDICATION_KINDS, ("systemic-corticosteroids",),
@@ -410,7 +406,7 @@ def anti_tumour_therapy_within_washout(facts: Facts) -> Verdict:
             doubts.append(f"a regimen recorded as text only ({m.display!r})")
     if hits:
         hits.sort(key=lambda h: h[0], reverse=True)
-        return met(f"{_cap(hits[0][2])}; {_provisional(facts)}.", *(h[1] for h in hits), until=hits[0][0])
+        return met(f"{sentence_start(hits[0][2])}; {_provisional(facts)}.", *(h[1] for h in hits), until=hits[0][0])
     if doubtful:
         found = "; ".join(dict.fromkeys(doubts))
         return unknown(f"Anti-tumour therapy may fall within its washout before {_as_of(facts)}: {found}; "
