@@ -21,12 +21,10 @@ from datetime import datetime
 from typing import Any
 
 import jsonschema
-import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
 
-from cds_service.errors import InputError, ServiceNotFound, UnsupportedMediaType
-from cds_service.hooks.discovery import SERVICE_ID
-from cds_service.hooks.patient_view import _is_json, read_body
+from cds_service.errors import InputError
+from cds_service.hooks.patient_view import read_json_request
 from cds_service.store import FeedbackItem, Store
 
 __all__ = ["bp", "FEEDBACK_SCHEMA", "parse_feedback", "MAX_ITEMS"]
@@ -160,15 +158,7 @@ def parse_feedback(body: Any, service_id: str) -> list[FeedbackItem]:
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str) -> Response:
     """Store the feedback on this service's cards; 200 with an empty body."""
-    if service_id != SERVICE_ID:
-        raise ServiceNotFound("no CDS service with this id", field="id")
-    if not _is_json(request.mimetype):
-        raise UnsupportedMediaType("Content-Type must be application/json (CDS Hooks feedback is JSON)")
-    raw = read_body()  # 413 above the limit, chunked bodies included
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InputError("the request body is not valid JSON") from None
+    body = read_json_request(service_id, "CDS Hooks feedback")  # 413 above the limit, chunked bodies included
     items = parse_feedback(body, service_id)
     from cds_service.hooks.report import STORE_KEY
 

@@ -11,6 +11,7 @@ sentence in the card, never as an error response.
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -114,16 +115,21 @@ def read_body() -> bytes:
     return raw
 
 
-@bp.post("/cds-services/<service_id>")
-def patient_view(service_id: str) -> Response:
-    """The patient-view hook of the screening service."""
+def read_json_request(service_id: str, what: str) -> Any:
+    """The JSON body of a call to one of this service's endpoints: 404 for another service id, 415 for a body
+    not declared as JSON, 413 above the size limit, 400 for a body that is not JSON."""
     if service_id != SERVICE_ID:
         raise ServiceNotFound("no CDS service with this id", field="id")
     if not _is_json(request.mimetype):
-        raise UnsupportedMediaType("Content-Type must be application/json (a CDS Hooks request is JSON)")
-    raw = read_body()
+        raise UnsupportedMediaType(f"Content-Type must be application/json ({what} is JSON)")
     try:
-        body = orjson.loads(raw)
+        return orjson.loads(read_body())
     except orjson.JSONDecodeError:
         raise InputError("the request body is not valid JSON") from None
+
+
+@bp.post("/cds-services/<service_id>")
+def patient_view(service_id: str) -> Response:
+    """The patient-view hook of the screening service."""
+    body = read_json_request(service_id, "a CDS Hooks request")
     return json_response(handle(state(current_app), body, getattr(g, "request_id", "-")))
