@@ -35,6 +35,7 @@ __all__ = [
     "AuthError",
     "TrustedClient",
     "load_trusted_clients",
+    "read_client_entries",
     "JwksCache",
     "ReplayGuard",
     "MemoryReplayGuard",
@@ -67,11 +68,8 @@ class TrustedClient:
         return tuple(u for u in ((self.jwks_url,) + self.jku) if u)
 
 
-def load_trusted_clients(path: Path) -> dict[str, TrustedClient]:
-    """Read the trusted-clients file (JSON or YAML).
-
-    Shape: ``{"clients": [{"iss": ..., one of "jwks_url" / "jwks_file" / "jwks", optional "jku": [urls]}]}``.
-    """
+def read_client_entries(path: Path) -> list[Any]:
+    """The raw entries under ``clients`` of a trusted-clients file (JSON or YAML), not yet checked one by one."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -79,6 +77,15 @@ def load_trusted_clients(path: Path) -> dict[str, TrustedClient]:
     clients = data.get("clients") if isinstance(data, dict) else None
     if not isinstance(clients, list):
         raise ConfigurationError(f"trusted clients file {path}: expected a list under 'clients'")
+    return clients
+
+
+def load_trusted_clients(path: Path) -> dict[str, TrustedClient]:
+    """Read the trusted-clients file (JSON or YAML).
+
+    Shape: ``{"clients": [{"iss": ..., one of "jwks_url" / "jwks_file" / "jwks", optional "jku": [urls]}]}``.
+    """
+    clients = read_client_entries(path)
     out: dict[str, TrustedClient] = {}
     for n, c in enumerate(clients):
         if not isinstance(c, dict) or not isinstance(c.get("iss"), str) or not c["iss"]:

@@ -23,7 +23,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cds_service.errors import ConfigurationError
+from cds_service.security.auth import read_client_entries
 
 __all__ = ["DemoClient", "make_demo_client", "DEMO_ISSUER", "TOKEN_LIFETIME_SECONDS"]
 
@@ -60,15 +60,8 @@ def _existing_clients(path: Path | None) -> list[dict[str, Any]]:
     """The client entries of an existing trusted-clients file, with relative key files made absolute."""
     if path is None:
         return []
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigurationError(f"TRIALSCREEN_TRUSTED_CLIENTS {path}: cannot be read: {exc}") from exc
-    clients = data.get("clients") if isinstance(data, dict) else None
-    if not isinstance(clients, list):
-        raise ConfigurationError(f"TRIALSCREEN_TRUSTED_CLIENTS {path}: expected a list under 'clients'")
     out = []
-    for c in clients:
+    for c in read_client_entries(path):
         if isinstance(c, dict) and c.get("iss") != DEMO_ISSUER:
             c = dict(c)
             if c.get("jwks_file") and not Path(c["jwks_file"]).is_absolute():
