@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from cds_service.criteria.common import sentence_start
 from cds_service.criteria.registry import Verdict, criterion, met, not_met, unknown
 from cds_service.criteria.result import Evidence, Result, all_of, any_of
 from cds_service.facts.clinical import ObservationFact
@@ -226,23 +227,23 @@ def hiv_antibody_positive(facts: Facts) -> Verdict:
         if later_conf and conf.result is Result.UNKNOWN:
             return unknown(f"Reactive HIV screen ({screen.phrase}); {conf.phrase}: review the confirmatory test.",
                            *screen.evidence, *conf.evidence)
-        return met(f"{_cap(screen.phrase)}.", *screen.evidence, *conf.evidence)
+        return met(f"{sentence_start(screen.phrase)}.", *screen.evidence, *conf.evidence)
     if conf.result is Result.MET:
         if screen.result is Result.NOT_MET and _may_follow(screen.obs, conf.obs):
             return unknown(f"Positive HIV confirmatory test ({conf.phrase}) but a later negative screen "
                            f"({screen.phrase}): review.", *conf.evidence, *screen.evidence)
-        return met(f"{_cap(conf.phrase)}.", *conf.evidence, *screen.evidence)
+        return met(f"{sentence_start(conf.phrase)}.", *conf.evidence, *screen.evidence)
     if doubtful:
         return unknown(f"Possible HIV infection: review {_names(doubtful)} ({_why(doubtful[0])}).", *doubtful,
                        *screen.evidence, *conf.evidence)
     if screen.result is Result.NOT_MET:
-        return not_met(f"{_cap(screen.phrase)}.", *screen.evidence, *conf.evidence)
+        return not_met(f"{sentence_start(screen.phrase)}.", *screen.evidence, *conf.evidence)
     if not screen.missing:
-        return unknown(f"{_cap(screen.phrase)}: review the report or repeat the test.", *screen.evidence)
+        return unknown(f"{sentence_start(screen.phrase)}: review the report or repeat the test.", *screen.evidence)
     if not conf.missing:
         return unknown(f"Only an HIV confirmatory test on record ({conf.phrase}), whose screening result is "
                        "missing: review, or order an HIV-1/2 antibody test.", *conf.evidence)
-    return unknown(f"{_cap(screen.phrase)}: order an HIV-1/2 antibody test.", *screen.evidence)
+    return unknown(f"{sentence_start(screen.phrase)}: order an HIV-1/2 antibody test.", *screen.evidence)
 
 
 # --- E12b -----------------------------------------------------------------------------------------------------
@@ -267,28 +268,28 @@ def hepatitis_b_positive(facts: Facts) -> Verdict:
     dna = _latest(facts, "hbv-dna", "HBV DNA", lambda o: _nucleic_acid(facts, o), ("detected", "not detected"))
     evidence = (*hbsag.evidence, *hbcab.evidence, *dna.evidence)
     if hbsag.result is Result.MET:
-        return met(f"{_cap(hbsag.phrase)}.", *evidence)
+        return met(f"{sentence_start(hbsag.phrase)}.", *evidence)
     core = all_of([hbcab.result, dna.result])
     if core is Result.MET:
-        return met(f"{_cap(hbcab.phrase)} and {dna.phrase}.", *evidence)
+        return met(f"{sentence_start(hbcab.phrase)} and {dna.phrase}.", *evidence)
     overall = any_of([hbsag.result, core])
     if doubtful:
         return unknown(f"Possible hepatitis B: review {_names(doubtful)} ({_why(doubtful[0])}).", *doubtful,
                        *evidence)
     if hbcab.result is Result.NOT_MET and dna.result is Result.MET:
-        return unknown(f"{_cap(dna.phrase)} although {hbcab.phrase}: review (occult or seronegative hepatitis B).",
-                       *evidence)
+        return unknown(f"{sentence_start(dna.phrase)} although {hbcab.phrase}: review (occult or seronegative "
+                       "hepatitis B).", *evidence)
     if overall is Result.NOT_MET:
         second = hbcab.phrase if hbcab.result is Result.NOT_MET else f"{hbcab.phrase} and {dna.phrase}"
-        return not_met(f"{_cap(hbsag.phrase)}; {second}.", *evidence, *inactive)
+        return not_met(f"{sentence_start(hbsag.phrase)}; {second}.", *evidence, *inactive)
     if hbsag.result is Result.UNKNOWN:
         todo = "order HBsAg (and HBcAb)" if hbsag.missing else "review the HBsAg report"
-        return unknown(f"{_cap(hbsag.phrase)}: {todo}.", *evidence)
+        return unknown(f"{sentence_start(hbsag.phrase)}: {todo}.", *evidence)
     if hbcab.result is Result.UNKNOWN:
         todo = "order HBcAb" if hbcab.missing else "review the HBcAb report"
-        return unknown(f"{_cap(hbsag.phrase)}, but {hbcab.phrase}: {todo}.", *evidence)
+        return unknown(f"{sentence_start(hbsag.phrase)}, but {hbcab.phrase}: {todo}.", *evidence)
     todo = "order HBV DNA" if dna.missing else "check the HBV DNA report"
-    return unknown(f"{_cap(hbsag.phrase)}; {hbcab.phrase}, and {dna.phrase}: {todo}.", *evidence)
+    return unknown(f"{sentence_start(hbsag.phrase)}; {hbcab.phrase}, and {dna.phrase}: {todo}.", *evidence)
 
 
 # --- E12c -----------------------------------------------------------------------------------------------------
@@ -311,23 +312,23 @@ def hepatitis_c_positive(facts: Facts) -> Verdict:
     evidence = (*ab.evidence, *rna.evidence)
     overall = all_of([ab.result, rna.result])
     if overall is Result.MET:
-        return met(f"{_cap(ab.phrase)} and {rna.phrase}.", *evidence)
+        return met(f"{sentence_start(ab.phrase)} and {rna.phrase}.", *evidence)
     if doubtful:
         return unknown(f"Possible hepatitis C: review {_names(doubtful)} ({_why(doubtful[0])}).", *doubtful,
                        *evidence)
     if rna.result is Result.MET:
         why = "review (seronegative hepatitis C)" if ab.result is Result.NOT_MET else "review the antibody status"
-        return unknown(f"{_cap(rna.phrase)}; {ab.phrase}: {why}.", *evidence)
+        return unknown(f"{sentence_start(rna.phrase)}; {ab.phrase}: {why}.", *evidence)
     if overall is Result.NOT_MET:
         text = ab.phrase if ab.result is Result.NOT_MET else rna.phrase
         if ab.result is Result.MET:
             text = f"{ab.phrase}, but {rna.phrase}"
-        return not_met(f"{_cap(text)}.", *evidence, *inactive)
+        return not_met(f"{sentence_start(text)}.", *evidence, *inactive)
     if ab.result is Result.MET:
         todo = "order HCV RNA" if rna.missing else "check the HCV RNA report"
-        return unknown(f"{_cap(ab.phrase)} and {rna.phrase}: {todo}.", *evidence)
+        return unknown(f"{sentence_start(ab.phrase)} and {rna.phrase}: {todo}.", *evidence)
     todo = "order an HCV antibody test" if ab.missing else "review the HCV antibody report"
-    return unknown(f"{_cap(ab.phrase)}: {todo}.", *evidence)
+    return unknown(f"{sentence_start(ab.phrase)}: {todo}.", *evidence)
 
 
 # --- E12d -----------------------------------------------------------------------------------------------------
@@ -344,22 +345,18 @@ def treponemal_antibody_positive(facts: Facts) -> Verdict:
     trep = _latest(facts, "treponemal-antibody", "Treponema pallidum antibody", facts.qualitative)
     nontrep = _latest(facts, "nontreponemal-test", "RPR/VDRL", facts.qualitative, review_blocks_negative=False)
     if trep.result is Result.MET:
-        return met(f"{_cap(trep.phrase)}.", *trep.evidence)
+        return met(f"{sentence_start(trep.phrase)}.", *trep.evidence)
     if trep.result is Result.NOT_MET:
-        return not_met(f"{_cap(trep.phrase)}.", *trep.evidence, *nontrep.evidence)
+        return not_met(f"{sentence_start(trep.phrase)}.", *trep.evidence, *nontrep.evidence)
     if not trep.missing:
-        return unknown(f"{_cap(trep.phrase)}: review the report or repeat the test.", *trep.evidence,
+        return unknown(f"{sentence_start(trep.phrase)}: review the report or repeat the test.", *trep.evidence,
                        *nontrep.evidence)
     if nontrep.result is Result.MET:
-        return unknown(f"{_cap(nontrep.phrase)} and {trep.phrase}: order a Treponema pallidum antibody test "
+        return unknown(f"{sentence_start(nontrep.phrase)} and {trep.phrase}: order a Treponema pallidum antibody test "
                        "(TPPA) to confirm.", *nontrep.evidence)
     also = f" (a non-treponemal test is not TPPA: {nontrep.phrase})" if not nontrep.missing else ""
-    return unknown(f"{_cap(trep.phrase)}{also}: order a Treponema pallidum antibody test (TPPA).",
+    return unknown(f"{sentence_start(trep.phrase)}{also}: order a Treponema pallidum antibody test (TPPA).",
                    *trep.evidence, *nontrep.evidence)
-
-
-def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]
 
 
 def _why(e: Evidence) -> str:
