@@ -152,17 +152,18 @@ def group_by_patient(
 
 
 def records_from_paths(paths: list[Path], tables: Any = None, *, at: datetime | None = None,
-                       rules: Any = None) -> Iterator[PatientRecord | InputError]:
+                       rules: Any = None, checked: bool = True) -> Iterator[PatientRecord | InputError]:
     """Records for every patient in every path, in input order; an unreadable path yields its InputError.
 
     With ``tables`` (the code tables), resources no criterion can use are skipped before model validation; with
     the evaluation time ``at`` and the trial ``rules`` too, so are Observations beyond their date horizon.
+    ``checked`` as for ``build_record`` (False: every resource validated by fhir.resources).
     """
     keep = relevant_to(tables, at=at, rules=rules) if tables is not None else None
     for path in expand_paths(paths):
         try:
             for source, resources, urls in read_path(path):
                 for raw in group_by_patient(resources, urls, source):
-                    yield build_record(raw.patient_ref, raw.resources, keep=keep)
+                    yield build_record(raw.patient_ref, raw.resources, keep=keep, checked=checked)
         except InputError as exc:
             yield exc

@@ -1,9 +1,11 @@
 """Through the hook, the fast path (prefetched resources no criterion can use, and Observations beyond their
-date horizon, are skipped before model validation) gives exactly the answer of the plain path, for every
+date horizon, are skipped before model validation; Observations the checked reader vouches for are read without
+fhir.resources) gives exactly the answer of the plain path (all validated by fhir.resources), for every
 fixture patient at several evaluation times and for the benchmarks' long records."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from builders import AT
 from hookhelp import SERVICE_URL, hook_body
 
+import cds_service.gather.prefetch as cds_prefetch
 import cds_service.gather.record as record_module
 import cds_service.hooks.patient_view as patient_view
 from cds_service.gather.prefetch import discovery_prefetch
@@ -46,7 +49,11 @@ def _answers(app) -> list[Any]:
     return out
 
 
-def _plain(calls: list[Any]):
+def _plain(calls: list[Any], monkeypatch: Any):
+    """relevant_to for the plain path: no filter, and every resource validated by fhir.resources."""
+    real_build = cds_prefetch.build_record
+    monkeypatch.setattr(cds_prefetch, "build_record", functools.partial(real_build, checked=False))
+
     def plain(tables: Any, **_horizon: Any) -> None:
         calls.append(tables)
         return None
@@ -67,7 +74,7 @@ def test_fast_path_through_the_hook_is_identical_on_all_fixtures(make_app, monke
     fast = _answers(app)
     assert any(a["cards"] for a in fast)
     calls: list[Any] = []
-    monkeypatch.setattr(patient_view, "relevant_to", _plain(calls))
+    monkeypatch.setattr(patient_view, "relevant_to", _plain(calls, monkeypatch))
     slow = _answers(app)
     assert len(calls) == len(PATIENTS)  # the plain path was really taken
     for p, f, s in zip(PATIENTS, fast, slow, strict=True):
@@ -104,7 +111,7 @@ def test_date_horizon_through_the_hook_is_identical_on_the_bench_records(make_ap
 
     monkeypatch.setattr("cds_service.gather.prefetch.build_record", counting)
     fast = client.post(SERVICE_URL, json=body)
-    monkeypatch.setattr(patient_view, "relevant_to", _plain([]))
+    monkeypatch.setattr(patient_view, "relevant_to", _plain([], monkeypatch))
     slow = client.post(SERVICE_URL, json=body)
     assert fast.status_code == slow.status_code == 200
     assert _without_uuids(fast.json) == _without_uuids(slow.json)

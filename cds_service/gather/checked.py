@@ -1,0 +1,283 @@
+"""Observations read straight from their raw JSON when it is certainly valid: the hot path of a long record.
+
+A patient with months of daily labs sends thousands of Observations, and ``fhir.resources`` (pydantic)
+validation costs 120-250 us each, against a few microseconds to check the few shapes real lab results have.
+``read_observation`` accepts an Observation only when every element in it is one it knows, of the right JSON
+type, and every primitive matches the FHIR R4 rule for its type, at least as strictly as ``fhir.resources``
+checks it (the regular expressions below are those of ``fhir_core.types`` or narrower). It then returns the
+resource as ``JsonNode`` objects: read by attribute like the fhir.resources model, with dates, dateTimes and
+instants converted the way ``fhir_core`` converts them, so ``facts.clinical.observation_fact`` reads the same
+fact from either.
+
+Anything else (an extension, a narrative, a leap second, a Ratio value, a reference to a contained resource, an
+empty string...) is declined: ``read_observation`` returns None and the caller validates the resource with
+``fhir.resources`` as before, which accepts it or makes it a data problem. So the checked reader only ever
+answers for resources ``fhir.resources`` would accept, with the same content; tests/gather/test_checked.py
+compares the two on every Observation of the fixtures, Synthea and the benchmark records, and on generated
+mutations of them.
+
+This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+__all__ = ["JsonNode", "read_observation", "OBSERVATION", "KNOWN_TYPES"]
+
+
+class JsonNode:
+    """A checked FHIR element: its JSON object's elements as attributes, the absent ones None, as on a
+    ``fhir.resources`` model. Each checked type has its own subclass, whose class attributes are its elements
+    (all None): an absent element is then found on the class, cheaply, instead of failing a lookup."""
+
+    __slots__ = ("__dict__",)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.__dict__!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.__dict__ == self.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _Decline(Exception):
+    """The resource is outside what the checked reader can vouch for: let fhir.resources decide."""
+
+
+# --- primitives: each returns the value as fhir_core would hold it, or raises _Decline -------------------------
+
+# Narrower than fhir_core where Python's idea of whitespace (\s) could differ from that of pydantic-core's Rust
+# regex engine: codes and URIs are printable ASCII, and a string needs one ASCII character to be sure it matches.
+_CODE = re.compile(r"[!-~]+( [!-~]+)*")  # fhir_core Code: "^[^\s]+(\s[^\s]+)*$"
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # fhir_core Id allows 255 characters; FHIR R4 says 64
+_URI = re.compile(r"[!-~]+")  # fhir_core Uri: "\S*" (even empty)
+# fhir_core String: "[ \r\n\t\S]+" searched anywhere in the value; control characters are declined too.
+_STRING = re.compile(r"[ \r\n\t\S]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
+_ZONE = r"(Z|[+\-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
+# fhir_core DateTime / Instant, narrowed: no leap second (fhir_core keeps it as a string) and at most 6
+# fractional digits (what datetime holds without rounding).
+_TIME = r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?" + _ZONE
+_PARTIAL_DATE = re.compile(_YEAR + r"(-(0[1-9]|1[0-2]))?")
+_FULL_DATE = re.compile(_YEAR + r"-(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1])")
+_DATE_TIME = re.compile(_YEAR + r"-(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1])" + _TIME)
+_REFERENCE = re.compile(r"[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}|urn:uuid:[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}"
+                        r"-[0-9a-fA-F]{12}")
+
+
+# Strings already found valid, by kind: a long record repeats the same systems, codes, units and displays
+# thousands of times, and a set lookup costs a tenth of a regular expression. Bounded: cleared when full.
+_SEEN_LIMIT = 8192
+
+
+def _remembering(valid: Callable[[str], bool]) -> Callable[[Any], str]:
+    seen: set[str] = set()
+
+    def check(value: Any) -> str:
+        if value in seen:  # only ever holds str values
+            return value
+        if type(value) is not str or not valid(value):
+            raise _Decline
+        if len(seen) >= _SEEN_LIMIT:
+            seen.clear()
+        seen.add(value)
+        return value
+    return check
+
+
+def _matching(pattern: re.Pattern[str]) -> Callable[[Any], str]:
+    return _remembering(lambda value: pattern.fullmatch(value) is not None)
+
+
+_string = _remembering(lambda value: _STRING.search(value) is not None and _CONTROL.search(value) is None)
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str]:
+    choices = frozenset(allowed)
+
+    def check(value: Any) -> str:
+        if type(value) is not str or value not in choices:
+            raise _Decline
+        return value
+    return check
+
+
+_code = _matching(_CODE)
+_id = _matching(_ID)
+_uri = _matching(_URI)
+_reference_string = _matching(_REFERENCE)
+
+
+def _boolean(value: Any) -> bool:
+    if type(value) is not bool:
+        raise _Decline
+    return value
+
+
+def _integer(value: Any) -> int:
+    if type(value) is not int or not -2_147_483_648 <= value <= 2_147_483_647:
+        raise _Decline
+    return value
+
+
+def _decimal(value: Any) -> int | float:
+    # Kept as the JSON number: the facts read float(value), which equals float(Decimal(str(value))), what
+    # fhir_core holds. (int and float only: bool is an int in Python and not a FHIR decimal.)
+    # Every int, and every finite float, prints as a string that fhir_core's Decimal pattern matches.
+    if type(value) is int or type(value) is float and math.isfinite(value):
+        return value
+    raise _Decline
+
+
+def _date_time(value: Any) -> str | date | datetime:
+    """As fhir_core: a partial date stays a string, a full date becomes a ``date``, a time a ``datetime``."""
+    if type(value) is not str:
+        raise _Decline
+    if len(value) > 10:
+        if not _DATE_TIME.fullmatch(value):
+            raise _Decline
+        return _instant_of(value)
+    if _FULL_DATE.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:  # 2026-02-30: fhir_core refuses it too
+            raise _Decline from None
+    if _PARTIAL_DATE.fullmatch(value):
+        return value
+    raise _Decline
+
+
+def _instant(value: Any) -> datetime:
+    if type(value) is not str or not _DATE_TIME.fullmatch(value):
+        raise _Decline
+    return _instant_of(value)
+
+
+def _instant_of(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:  # an impossible day such as 2026-02-30T10:00:00Z
+        raise _Decline from None
+
+
+# --- complex types --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Type:
+    """A FHIR complex type as the checked reader knows it: element name -> (reader, repeats)."""
+
+    name: str
+    model_path: str  # "observation.ObservationComponent": module and class in fhir.resources.R4B
+    elements: Mapping[str, tuple[Callable[[Any], Any], bool]]
+    required: frozenset[str] = frozenset()
+    choices: tuple[frozenset[str], ...] = ()  # at most one element of each group (a choice type's [x])
+
+    def __post_init__(self) -> None:
+        # Every element of the fhir.resources model reads None unless present, as on the model itself.
+        names = {field.alias or name for name, field in self.model.model_fields.items()}
+        node_class = type(self.name, (JsonNode,), {"__slots__": (), **dict.fromkeys(names | self.elements.keys())})
+        object.__setattr__(self, "node_class", node_class)
+
+    @property
+    def model(self) -> Any:
+        """The fhir.resources R4B class this type stands for."""
+        module, _, name = self.model_path.rpartition(".")
+        return getattr(importlib.import_module(f"fhir.resources.R4B.{module}"), name)
+
+    def __call__(self, node: Any) -> JsonNode:
+        if type(node) is not dict or not node:
+            raise _Decline
+        out: dict[str, Any] = {}
+        elements = self.elements
+        for key, value in node.items():
+            spec = elements.get(key)
+            if spec is None:
+                raise _Decline  # an element we do not know (an extension, a narrative...): fhir.resources decides
+            read, repeats = spec
+            if repeats:
+                if type(value) is not list or not value:
+                    raise _Decline
+                out[key] = [read(item) for item in value]
+            else:
+                out[key] = read(value)
+        if self.required and not self.required <= node.keys():
+            raise _Decline
+        for group in self.choices:
+            if len(group & node.keys()) > 1:
+                raise _Decline
+        checked = object.__new__(self.node_class)
+        checked.__dict__ = out
+        return checked
+
+
+def _type(name: str, model_path: str, elements: dict[str, Callable[[Any], Any] | list[Callable[[Any], Any]]],
+          required: tuple[str, ...] = (), choices: tuple[tuple[str, ...], ...] = ()) -> _Type:
+    """A _Type from {element: reader} where ``[reader]`` marks a repeating element."""
+    table = {key: (spec[0], True) if isinstance(spec, list) else (spec, False) for key, spec in elements.items()}
+    return _Type(name, model_path, table, frozenset(required), tuple(frozenset(g) for g in choices))
+
+
+CODING = _type("Coding", "coding.Coding", {
+    "system": _uri, "version": _string, "code": _code, "display": _string, "userSelected": _boolean})
+CODEABLE_CONCEPT = _type("CodeableConcept", "codeableconcept.CodeableConcept", {
+    "coding": [CODING], "text": _string})
+QUANTITY = _type("Quantity", "quantity.Quantity", {
+    "value": _decimal, "comparator": _one_of("<", "<=", ">=", ">"), "unit": _string, "system": _uri, "code": _code})
+SIMPLE_QUANTITY = _type("Quantity", "quantity.Quantity", {
+    "value": _decimal, "unit": _string, "system": _uri, "code": _code})
+RANGE = _type("Range", "range.Range", {"low": SIMPLE_QUANTITY, "high": SIMPLE_QUANTITY})
+PERIOD = _type("Period", "period.Period", {"start": _date_time, "end": _date_time})
+REFERENCE = _type("Reference", "reference.Reference", {
+    "reference": _reference_string, "type": _uri, "display": _string})
+IDENTIFIER = _type("Identifier", "identifier.Identifier", {
+    "use": _one_of("usual", "official", "temp", "secondary", "old"), "type": CODEABLE_CONCEPT, "system": _uri,
+    "value": _string, "period": PERIOD})
+META = _type("Meta", "meta.Meta", {
+    "versionId": _id, "lastUpdated": _instant, "source": _uri, "profile": [_uri], "security": [CODING],
+    "tag": [CODING]})
+ANNOTATION = _type("Annotation", "annotation.Annotation", {
+    "authorString": _string, "authorReference": REFERENCE, "time": _date_time, "text": _string},
+    required=("text",), choices=(("authorString", "authorReference"),))
+REFERENCE_RANGE = _type("ObservationReferenceRange", "observation.ObservationReferenceRange", {
+    "low": SIMPLE_QUANTITY, "high": SIMPLE_QUANTITY, "type": CODEABLE_CONCEPT, "appliesTo": [CODEABLE_CONCEPT],
+    "age": RANGE, "text": _string})
+_VALUES = {"valueQuantity": QUANTITY, "valueCodeableConcept": CODEABLE_CONCEPT, "valueString": _string,
+           "valueBoolean": _boolean, "valueInteger": _integer}
+COMPONENT = _type("ObservationComponent", "observation.ObservationComponent", {
+    "code": CODEABLE_CONCEPT, **_VALUES, "dataAbsentReason": CODEABLE_CONCEPT,
+    "interpretation": [CODEABLE_CONCEPT], "referenceRange": [REFERENCE_RANGE],
+}, required=("code",), choices=(tuple(_VALUES),))
+_STATUS = _one_of("registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error",
+                  "unknown")
+OBSERVATION = _type("Observation", "observation.Observation", {
+    "resourceType": _one_of("Observation"), "id": _id, "meta": META, "identifier": [IDENTIFIER],
+    "basedOn": [REFERENCE], "partOf": [REFERENCE], "status": _STATUS, "category": [CODEABLE_CONCEPT],
+    "code": CODEABLE_CONCEPT, "subject": REFERENCE, "focus": [REFERENCE], "encounter": REFERENCE,
+    "effectiveDateTime": _date_time, "effectivePeriod": PERIOD, "effectiveInstant": _instant, "issued": _instant,
+    "performer": [REFERENCE], **_VALUES, "dataAbsentReason": CODEABLE_CONCEPT,
+    "interpretation": [CODEABLE_CONCEPT], "note": [ANNOTATION], "bodySite": CODEABLE_CONCEPT,
+    "method": CODEABLE_CONCEPT, "specimen": REFERENCE, "device": REFERENCE, "referenceRange": [REFERENCE_RANGE],
+    "hasMember": [REFERENCE], "derivedFrom": [REFERENCE], "component": [COMPONENT],
+}, required=("resourceType", "status", "code"),
+    choices=(("effectiveDateTime", "effectivePeriod", "effectiveInstant"), tuple(_VALUES)))
+
+# Every checked type, with the fhir.resources R4B class it stands for (a test proves each element exists there).
+KNOWN_TYPES: tuple[_Type, ...] = (CODING, CODEABLE_CONCEPT, QUANTITY, SIMPLE_QUANTITY, RANGE, PERIOD, REFERENCE,
+                                  IDENTIFIER, META, ANNOTATION, REFERENCE_RANGE, COMPONENT, OBSERVATION)
+
+
+def read_observation(raw: Mapping[str, Any]) -> JsonNode | None:
+    """The Observation as checked ``JsonNode`` objects, or None when ``fhir.resources`` must decide."""
+    try:
+        return OBSERVATION(raw)
+    except _Decline:
+        return None
