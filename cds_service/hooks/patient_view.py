@@ -14,7 +14,6 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from flask import Blueprint, Response, current_app, g, request
 
 from cds_service.cards.card import build_cards
@@ -24,6 +23,7 @@ from cds_service.gather.prefetch import gather
 from cds_service.gather.record import relevant_to
 from cds_service.hooks.app import ServiceState, json_response, state
 from cds_service.hooks.discovery import HOOK, SERVICE_ID
+from cds_service.hooks.json_body import parse_json_body
 from cds_service.hooks.schemas import validate_request
 from cds_service.observability import record_screening
 from cds_service.pipeline import screen
@@ -117,15 +117,13 @@ def read_body() -> bytes:
 
 def read_json_request(service_id: str, what: str) -> Any:
     """The JSON body of a call to one of this service's endpoints: 404 for another service id, 415 for a body
-    not declared as JSON, 413 above the size limit, 400 for a body that is not JSON."""
+    not declared as JSON, 413 above the size limit, 400 for a body that is not JSON (``parse_json_body``: orjson
+    for small bodies, json.loads for large ones, the same answers)."""
     if service_id != SERVICE_ID:
         raise ServiceNotFound("no CDS service with this id", field="id")
     if not _is_json(request.mimetype):
         raise UnsupportedMediaType(f"Content-Type must be application/json ({what} is JSON)")
-    try:
-        return orjson.loads(read_body())
-    except orjson.JSONDecodeError:
-        raise InputError("the request body is not valid JSON") from None
+    return parse_json_body(read_body())
 
 
 @bp.post("/cds-services/<service_id>")
