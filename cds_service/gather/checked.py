@@ -83,9 +83,11 @@ def _remembering(valid: Callable[[str], bool]) -> Callable[[Any], str]:
     seen: set[str] = set()
 
     def check(value: Any) -> str:
-        if value in seen:  # only ever holds str values
+        if type(value) is not str:
+            raise _Decline
+        if value in seen:
             return value
-        if type(value) is not str or not valid(value):
+        if not valid(value):
             raise _Decline
         if len(seen) >= _SEEN_LIMIT:
             seen.clear()
@@ -132,8 +134,9 @@ def _integer(value: Any) -> int:
 def _decimal(value: Any) -> int | float:
     # Kept as the JSON number: the facts read float(value), which equals float(Decimal(str(value))), what
     # fhir_core holds. (int and float only: bool is an int in Python and not a FHIR decimal.)
-    # Every int, and every finite float, prints as a string that fhir_core's Decimal pattern matches.
-    if type(value) is int or type(value) is float and math.isfinite(value):
+    # Every int, and every finite float, prints as a string that fhir_core's Decimal pattern matches. An int too
+    # large for a float is declined (fhir_core's Decimal holds it; float() of the int would overflow).
+    if type(value) is int and value.bit_length() <= 64 or type(value) is float and math.isfinite(value):
         return value
     raise _Decline
 
@@ -185,7 +188,7 @@ class _Type:
         # Every element of the fhir.resources model reads None unless present, as on the model itself.
         names = {field.alias or name for name, field in self.model.model_fields.items()}
         node_class = type(self.name, (JsonNode,), {"__slots__": (), **dict.fromkeys(names | self.elements.keys())})
-        object.__setattr__(self, "node_class", node_class)
+        object.__setattr__(self, "read", _reader(self, node_class))
 
     @property
     def model(self) -> Any:
@@ -194,29 +197,38 @@ class _Type:
         return getattr(importlib.import_module(f"fhir.resources.R4B.{module}"), name)
 
     def __call__(self, node: Any) -> JsonNode:
+        return self.read(node)  # type: ignore[attr-defined, no-any-return]
+
+
+def _reader(spec: _Type, node_class: type) -> Callable[[Any], JsonNode]:
+    """The checking reader of one type, as a closure over plain locals (this runs for every element of every
+    Observation kept: attribute lookups on ``spec`` would cost a fifth of it)."""
+    single = {k: getattr(read, "read", read) for k, (read, repeats) in spec.elements.items() if not repeats}
+    repeated = {k: getattr(read, "read", read) for k, (read, repeats) in spec.elements.items() if repeats}
+    required, choices, new = spec.required, spec.choices, object.__new__
+
+    def read(node: Any) -> JsonNode:
         if type(node) is not dict or not node:
             raise _Decline
         out: dict[str, Any] = {}
-        elements = self.elements
         for key, value in node.items():
-            spec = elements.get(key)
-            if spec is None:
+            element = single.get(key)
+            if element is not None:
+                out[key] = element(value)
+                continue
+            element = repeated.get(key)
+            if element is None or type(value) is not list or not value:
                 raise _Decline  # an element we do not know (an extension, a narrative...): fhir.resources decides
-            read, repeats = spec
-            if repeats:
-                if type(value) is not list or not value:
-                    raise _Decline
-                out[key] = [read(item) for item in value]
-            else:
-                out[key] = read(value)
-        if self.required and not self.required <= node.keys():
+            out[key] = [element(item) for item in value]
+        if required and not required <= node.keys():
             raise _Decline
-        for group in self.choices:
+        for group in choices:
             if len(group & node.keys()) > 1:
                 raise _Decline
-        checked = object.__new__(self.node_class)
+        checked = new(node_class)
         checked.__dict__ = out
         return checked
+    return read
 
 
 def _type(name: str, model_path: str, elements: dict[str, Callable[[Any], Any] | list[Callable[[Any], Any]]],
