@@ -74,9 +74,23 @@ _REFERENCE = re.compile(r"[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}|urn:uuid:[0-9
                         r"-[0-9a-fA-F]{12}")
 
 
-# Strings already found valid, by kind: a long record repeats the same systems, codes, units and displays
-# thousands of times, and a set lookup costs a tenth of a regular expression. Bounded: cleared when full.
-_SEEN_LIMIT = 8192
+def _valid_string(value: str) -> bool:
+    return _STRING.search(value) is not None and _CONTROL.search(value) is None
+
+
+def _checking(valid: Callable[[str], bool]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if type(value) is not str or not valid(value):
+            raise _Decline
+        return value
+    return check
+
+
+# Terminology strings already found valid, by kind: a long record repeats the same code systems, codes, units
+# and code displays thousands of times, and a set lookup costs a tenth of a regular expression. Only these are
+# remembered, never a string that can be about the patient (ids, references, free text, identifiers): nothing
+# of one request stays in the process for the next. Bounded: cleared when full.
+_SEEN_LIMIT = 4096
 
 
 def _remembering(valid: Callable[[str], bool]) -> Callable[[Any], str]:
@@ -96,13 +110,6 @@ def _remembering(valid: Callable[[str], bool]) -> Callable[[Any], str]:
     return check
 
 
-def _matching(pattern: re.Pattern[str]) -> Callable[[Any], str]:
-    return _remembering(lambda value: pattern.fullmatch(value) is not None)
-
-
-_string = _remembering(lambda value: _STRING.search(value) is not None and _CONTROL.search(value) is None)
-
-
 def _one_of(*allowed: str) -> Callable[[Any], str]:
     choices = frozenset(allowed)
 
@@ -113,10 +120,12 @@ def _one_of(*allowed: str) -> Callable[[Any], str]:
     return check
 
 
-_code = _matching(_CODE)
-_id = _matching(_ID)
-_uri = _matching(_URI)
-_reference_string = _matching(_REFERENCE)
+_string = _checking(_valid_string)  # free text: never remembered
+_term = _remembering(_valid_string)  # a code's display, a unit: terminology
+_code = _remembering(lambda value: _CODE.fullmatch(value) is not None)
+_uri = _remembering(lambda value: _URI.fullmatch(value) is not None)
+_id = _checking(lambda value: _ID.fullmatch(value) is not None)
+_reference_string = _checking(lambda value: _REFERENCE.fullmatch(value) is not None)
 
 
 def _boolean(value: Any) -> bool:
@@ -239,13 +248,13 @@ def _type(name: str, model_path: str, elements: dict[str, Callable[[Any], Any] |
 
 
 CODING = _type("Coding", "coding.Coding", {
-    "system": _uri, "version": _string, "code": _code, "display": _string, "userSelected": _boolean})
+    "system": _uri, "version": _string, "code": _code, "display": _term, "userSelected": _boolean})
 CODEABLE_CONCEPT = _type("CodeableConcept", "codeableconcept.CodeableConcept", {
     "coding": [CODING], "text": _string})
 QUANTITY = _type("Quantity", "quantity.Quantity", {
-    "value": _decimal, "comparator": _one_of("<", "<=", ">=", ">"), "unit": _string, "system": _uri, "code": _code})
+    "value": _decimal, "comparator": _one_of("<", "<=", ">=", ">"), "unit": _term, "system": _uri, "code": _code})
 SIMPLE_QUANTITY = _type("Quantity", "quantity.Quantity", {
-    "value": _decimal, "unit": _string, "system": _uri, "code": _code})
+    "value": _decimal, "unit": _term, "system": _uri, "code": _code})
 RANGE = _type("Range", "range.Range", {"low": SIMPLE_QUANTITY, "high": SIMPLE_QUANTITY})
 PERIOD = _type("Period", "period.Period", {"start": _date_time, "end": _date_time})
 REFERENCE = _type("Reference", "reference.Reference", {
