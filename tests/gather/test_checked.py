@@ -1,0 +1,561 @@
+"""The checked reader (``gather.checked``) keeps its promise: whenever ``read_observation`` accepts an Observation,
+(a) ``fhir.resources`` R4B accepts it too, and (b) ``facts.clinical.observation_fact`` reads the same fact from
+the checked ``JsonNode`` tree as from the model (and the tree holds the same values as the model, element by
+element). Checked on every Observation of the fixtures, Synthea and the benchmark record, on generated mutations
+of the fixture Observations, on every single character, on tricky dates and numbers, and through ``build_record``.
+``read_observation`` must also never raise, whatever the JSON (it declines), and never change its input.
+
+Two disagreements these tests found are pinned by regression tests below: a list or object where a string is
+expected (``{"valueString": ["a"]}``) made ``read_observation`` raise ``TypeError: unhashable type``, and an
+integer decimal too large for a float (``10**309``) was accepted, so ``observation_fact`` raised OverflowError on
+the checked tree where the model's Decimal gives ``inf``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from builders import AT
+from fhir.resources.R4B.codeableconcept import CodeableConcept
+from fhir.resources.R4B.coding import Coding
+from fhir.resources.R4B.observation import Observation
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from cds_service.config import default_knowledge
+from cds_service.facts.clinical import observation_fact
+from cds_service.gather import checked
+from cds_service.gather.bundles import expand_paths, group_by_patient, read_path
+from cds_service.gather.checked import KNOWN_TYPES, JsonNode, read_observation
+from cds_service.gather.record import DataProblem, build_record, relevant_to
+from cds_service.pipeline import screen
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "fixtures"
+SYNTHEA = Path(os.environ.get("TRIALSCREEN_SYNTHEA_DIR", ROOT.parent / "shared" / "synthea"))
+if str(ROOT / "bench") not in sys.path:
+    sys.path.insert(0, str(ROOT / "bench"))
+from _common import aml_record  # noqa: E402 - the benchmarks' generated records
+
+SETTINGS = settings(max_examples=500, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.filter_too_much])
+
+
+# --- loading ----------------------------------------------------------------------------------------------------
+
+def _patients(paths: list[Path]) -> list[tuple[str, list[dict[str, Any]]]]:
+    out = []
+    for path in expand_paths(paths):
+        for source, resources, urls in read_path(path):
+            for raw in group_by_patient(resources, urls, source):
+                out.append((raw.patient_ref, raw.resources))
+    return out
+
+
+def _observations(paths: list[Path]) -> list[dict[str, Any]]:
+    out = []
+    for path in expand_paths(paths):
+        for _source, resources, _urls in read_path(path):
+            out.extend(r for r in resources if isinstance(r, dict) and r.get("resourceType") == "Observation")
+    return out
+
+
+FIXTURE_PATIENTS = _patients([FIXTURES])
+FIXTURE_OBSERVATIONS = _observations([FIXTURES])
+# Distinct fixture Observations, the starting points of the mutations.
+SAMPLE = list({orjson.dumps(o, option=orjson.OPT_SORT_KEYS): o for o in FIXTURE_OBSERVATIONS}.values())
+
+
+# --- comparing the checked tree with the model -------------------------------------------------------------------
+
+def _field_names(model_class: Any) -> dict[str, str]:
+    """JSON element name (alias or name) -> attribute name of a fhir.resources class."""
+    return {(field.alias or name): name for name, field in model_class.model_fields.items()} | {
+        name: name for name in model_class.model_fields}
+
+
+def _outcome(value: Any) -> tuple:
+    """observation_fact of a checked tree or a model, or the exception it raises (the same one is as good)."""
+    try:
+        return ("fact", observation_fact(value))
+    except Exception as exc:  # noqa: BLE001 - compared, not swallowed
+        return ("raised", type(exc).__name__, str(exc))
+
+
+def _same(view: Any, model: Any, where: str = "") -> None:
+    """The checked value holds what the model holds, element by element."""
+    if isinstance(view, JsonNode):
+        assert model is not None and hasattr(type(model), "model_fields"), where
+        names = _field_names(type(model))
+        for key, value in view.__dict__.items():
+            if key == "resourceType":  # not a field of fhir.resources models: checked by the model itself
+                assert model.get_resource_type() == value, where
+                continue
+            _same(value, getattr(model, names[key]), f"{where}.{key}")
+        # Nothing the model holds is missing from the checked tree.
+        set_by_model = {type(model).model_fields[n].alias or n for n in model.model_fields_set
+                        if getattr(model, n) is not None}
+        assert set_by_model <= view.__dict__.keys(), (where, set_by_model - view.__dict__.keys())
+    elif isinstance(view, list):
+        assert isinstance(model, list) and len(view) == len(model), where
+        for i, (v, m) in enumerate(zip(view, model, strict=True)):
+            _same(v, m, f"{where}[{i}]")
+    elif type(view) in (int, float) and isinstance(model, Decimal):  # a decimal: kept as its JSON number
+        assert Decimal(str(view)) == model, (where, view, model)
+    elif isinstance(view, datetime):
+        assert type(model) is datetime, (where, view, model)
+        assert view == model and view.utcoffset() == model.utcoffset(), (where, view, model)
+        assert view.isoformat() == model.isoformat(), (where, view, model)
+    else:
+        assert type(view) is type(model) or (type(view) is str and isinstance(model, str)), (where, view, model)
+        assert view == model, (where, view, model)
+
+
+def _verdict(raw: Any) -> str:
+    """"accepted" (and the promise kept) or "declined"; read_observation raising fails the test."""
+    snapshot = copy.deepcopy(raw)
+    view = read_observation(raw)
+    assert raw == snapshot, "read_observation changed its input"
+    if view is None:
+        return "declined"
+    assert isinstance(view, JsonNode)
+    try:
+        model = Observation.model_validate(raw)  # (a)
+    except (ValidationError, TypeError, ValueError) as exc:
+        pytest.fail(f"read_observation accepted what fhir.resources refuses: {raw!r}\n{exc}")
+    assert _outcome(view) == _outcome(model), raw  # (b)
+    _same(view, model, "Observation")
+    return "accepted"
+
+
+# --- 1. the known types -------------------------------------------------------------------------------------------
+
+def test_every_known_element_is_a_field_of_its_model():
+    assert {t.model_path for t in KNOWN_TYPES} >= {"observation.Observation", "coding.Coding"}
+    for known in KNOWN_TYPES:
+        names = _field_names(known.model)
+        for element in known.elements:
+            if element == "resourceType":  # a resource's type: not a field, the class says it
+                assert known.model.get_resource_type() == known.name, known.name
+                continue
+            assert element in names, f"{known.name}.{element} is no field of {known.model.__name__}"
+        for element in known.required | frozenset().union(*known.choices):
+            assert element in known.elements, f"{known.name}.{element}"
+
+
+# --- 2. the corpus ------------------------------------------------------------------------------------------------
+
+def _corpus() -> dict[str, list[dict[str, Any]]]:
+    corpus = {"fixtures": FIXTURE_OBSERVATIONS,
+              "bench": [r for r in aml_record(1_000) if r.get("resourceType") == "Observation"]}
+    if SYNTHEA.is_dir():
+        corpus["synthea"] = _observations(sorted(SYNTHEA.glob("*.json")))
+    return corpus
+
+
+def test_corpus_keeps_the_promise_and_mostly_takes_the_fast_path():
+    totals = {"accepted": 0, "declined": 0}
+    for name, observations in _corpus().items():
+        assert observations, name
+        counts = {"accepted": 0, "declined": 0}
+        for raw in observations:
+            counts[_verdict(raw)] += 1
+        print(f"{name}: {len(observations)} Observations, {counts['accepted']} accepted, "
+              f"{counts['declined']} declined")
+        for k in totals:
+            totals[k] += counts[k]
+    print(f"corpus: {totals}")
+    assert totals["accepted"] >= 0.95 * (totals["accepted"] + totals["declined"]), totals
+
+
+# --- 3. mutations -------------------------------------------------------------------------------------------------
+
+def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
+    out = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out.extend(_paths(value, (*prefix, key)))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out.extend(_paths(value, (*prefix, i)))
+    return out
+
+
+def _get(root: Any, path: tuple) -> Any:
+    for step in path:
+        root = root[step]
+    return root
+
+
+def _set(root: Any, path: tuple, value: Any) -> None:
+    _get(root, path[:-1])[path[-1]] = value
+
+
+ELEMENT_NAMES = sorted({name for t in KNOWN_TYPES for name in t.elements})
+OTHER_NAMES = ["extension", "modifierExtension", "_status", "_valueString", "text", "contained", "valueRatio",
+               "valuePeriod", "valueDateTime", "valueTime", "valueSampledData", "effectiveTiming", "language",
+               "implicitRules", "fhir_comments", "value_quantity", "resource_type", "Status", ""]
+TRICKY_STRINGS = [
+    "", " ", "  ", "\t", "\n", "\r\n", "\x00", "\x1c", "\x1f", "\x7f", "\x85", "\xa0", "\u1680", "\u2000", "\u2028",
+    "\u2029", "\u202f", "\u3000", "\ufeff", "\u200b", "a b", "a  b", "a\tb", " a", "a ", "a\nb", "é", "\U0001f600",
+    "final", "preliminary", "done", "Observation", "Patient", "Patient/p1", "patient/p1", "#c1", "Patient/",
+    "urn:uuid:0b8e6b3c-1d2e-4f5a-9b8c-7d6e5f4a3b2c", "urn:oid:1.2.3", "http://loinc.org", "http://unitsofmeasure.org",
+    "mg/dL", "10*9/L", "<", "<=", ">=", ">", "ad", "usual", "1.5", "-0", "1e5", "true", "null", "2026", "2026-02",
+    "2026-02-28", "2026-02-29", "2026-02-30", "2026-13", "2026-1-2", "0000", "0001-01-01", "2026-01-02T10:00:00Z",
+    "2026-01-02T10:00:00+14:00", "2026-01-02T10:00:00+14:30", "2026-01-02T10:00:00-00:00", "2016-12-31T23:59:60Z",
+    "2026-01-02T24:00:00Z", "2026-01-02T10:00:00.1234567Z", "2026-01-02T10:00:00", "2026-01-02T10:00Z",
+    "2026-01-02 10:00:00Z", "2026-01-02t10:00:00z", "2026-02-30T10:00:00Z", "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+]
+_strings = st.one_of(st.sampled_from(TRICKY_STRINGS), st.text(max_size=10),
+                     st.text(st.characters(codec="ascii"), max_size=10),
+                     st.text(st.characters(categories=["Zs", "Zl", "Zp", "Cc", "Cf"]), min_size=1, max_size=3))
+_numbers = st.one_of(st.integers(), st.integers(min_value=-10 ** 40, max_value=10 ** 40), st.floats(),
+                     st.sampled_from([0, -1, 2 ** 31 - 1, 2 ** 31, -2 ** 31, -2 ** 31 - 1, 2 ** 53 + 1, 2 ** 63,
+                                      2 ** 64, 10 ** 30, 10 ** 309, -10 ** 309, 1e-7, -0.0, 1e20, 1e308, 5e-324]),
+                     st.booleans())
+_keys = st.one_of(st.sampled_from(ELEMENT_NAMES + OTHER_NAMES), st.text(max_size=6))
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), _strings, _numbers),
+    lambda kids: st.one_of(st.lists(kids, max_size=3), st.dictionaries(_keys, kids, max_size=3)),
+    max_leaves=6)
+# Subtrees of real Observations: well-formed values put where they do not belong (or where they do).
+DONORS = list({orjson.dumps(_get(o, p)): _get(o, p) for o in SAMPLE for p in _paths(o)[1:]}.values())
+# The same, by the element they are found under: another real value of the same element (often accepted).
+_BY_KEY: dict[str, dict[bytes, Any]] = {}
+for _o in SAMPLE:
+    for _p in _paths(_o)[1:]:
+        if isinstance(_p[-1], str):
+            _BY_KEY.setdefault(_p[-1], {})[orjson.dumps(_get(_o, _p))] = _get(_o, _p)
+DONORS_BY_KEY = {key: list(values.values()) for key, values in _BY_KEY.items()}
+
+
+@st.composite
+def _tweaked(draw: st.DrawFn, value: Any) -> Any:
+    """A value close to ``value``: a character inserted, dropped or changed; a number moved or retyped."""
+    if isinstance(value, str):
+        i = draw(st.integers(0, len(value)))
+        char = draw(st.one_of(st.sampled_from([" ", "\t", "\n", "\x00", "\xa0", "\u2028", "Z", "0", "9", ":", "-",
+                                               ".", "+", "/", "#"]), st.characters()))
+        how = draw(st.sampled_from(["insert", "drop", "change", "pad", "upper"]))
+        if how == "insert" or not value:
+            return value[:i] + char + value[i:]
+        i = min(i, len(value) - 1)
+        if how == "drop":
+            return value[:i] + value[i + 1:]
+        if how == "change":
+            return value[:i] + char + value[i + 1:]
+        if how == "pad":
+            return draw(st.sampled_from([" ", "\n", "\t", "\xa0"])) + value
+        return value.upper()
+    if type(value) in (int, float):
+        how = draw(st.sampled_from(["str", "neg", "float", "int", "scale", "bool"]))
+        if how == "str":
+            return str(value)
+        if how == "neg":
+            return -value
+        if how == "float":
+            return float(value)
+        if how == "int":
+            return int(value) if math.isfinite(value) else 0
+        if how == "scale":
+            return value * 10 ** draw(st.integers(-12, 40))
+        return bool(value)
+    return draw(JSON_VALUES)
+
+
+# Weighted towards the mutations that often leave a valid-looking Observation (so that many are accepted and the
+# promise is checked on them), but every kind is drawn often.
+MUTATIONS = ["replace", "tweak", "tweak", "tweak", "donor", "same", "same", "delete", "delete", "add", "rename",
+             "wrap", "unwrap"]
+
+
+@st.composite
+def mutated_observations(draw: st.DrawFn) -> Any:
+    raw = copy.deepcopy(draw(st.sampled_from(SAMPLE)))
+    for _ in range(draw(st.sampled_from([1, 1, 1, 2, 3]))):
+        if not isinstance(raw, dict):
+            break
+        paths = _paths(raw)
+        kind = draw(st.sampled_from(MUTATIONS))
+        if kind == "add":
+            path = draw(st.sampled_from([p for p in paths if isinstance(_get(raw, p), dict)] or [()]))
+            key = draw(_keys)
+            value = draw(st.one_of(JSON_VALUES, st.sampled_from(DONORS)))
+            if isinstance(_get(raw, path), dict):
+                _get(raw, path)[key] = copy.deepcopy(value)
+            note(f"add {path} {key!r} = {value!r}")
+            continue
+        if kind == "tweak":  # a leaf: a string or a number
+            paths = [p for p in paths if isinstance(_get(raw, p), (str, int, float))] or paths
+        elif kind == "same":  # an element another Observation has too
+            paths = [p for p in paths if p and p[-1] in DONORS_BY_KEY] or paths
+        path = draw(st.sampled_from(paths[1:] if paths[0] == () else paths))
+        old = _get(raw, path)
+        parent = _get(raw, path[:-1])
+        if kind == "replace":
+            new = draw(JSON_VALUES)
+        elif kind == "tweak":
+            new = draw(_tweaked(old))
+        elif kind == "donor":
+            new = copy.deepcopy(draw(st.sampled_from(DONORS)))
+        elif kind == "same":
+            new = copy.deepcopy(draw(st.sampled_from(DONORS_BY_KEY.get(path[-1], DONORS))))
+        elif kind == "wrap":
+            new = [old]
+        elif kind == "unwrap":
+            new = old[0] if isinstance(old, list) and old else draw(JSON_VALUES)
+        elif kind == "delete":
+            del parent[path[-1]]
+            note(f"delete {path}")
+            continue
+        else:  # rename
+            if not isinstance(parent, dict):
+                continue
+            key = draw(_keys)
+            parent[key] = parent.pop(path[-1])
+            note(f"rename {path} -> {key!r}")
+            continue
+        _set(raw, path, new)
+        note(f"{kind} {path}: {old!r} -> {new!r}")
+    return raw
+
+
+VERDICTS: dict[str, int] = {}
+
+
+@SETTINGS
+@given(mutated_observations())
+def test_mutations_keep_the_promise(raw):
+    """(a) + (b) on every accepted mutation: a fhir-invalid mutation is never accepted; none makes it raise."""
+    verdict = _verdict(raw)
+    VERDICTS[verdict] = VERDICTS.get(verdict, 0) + 1
+
+
+def test_mutations_were_accepted_and_declined():
+    """The mutation test ran both ways: some mutations accepted (promise checked), some declined."""
+    if not VERDICTS:
+        pytest.skip("run with test_mutations_keep_the_promise")
+    print(f"mutations: {VERDICTS}")
+    assert VERDICTS.get("accepted", 0) >= 30 and VERDICTS.get("declined", 0) >= 30, VERDICTS
+
+
+# --- 4. single characters -----------------------------------------------------------------------------------------
+
+def _accepts(reader: Any, value: str) -> bool:
+    try:
+        reader(value)
+    except checked._Decline:
+        return False
+    return True
+
+
+def _chars() -> list[str]:
+    return [chr(c) for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF]
+
+
+def test_every_character_the_string_reader_takes_is_a_valid_fhir_string():
+    accepted = refused = 0
+    wrong = []
+    for char in _chars():
+        for value in (char, f" {char} "):
+            if not _accepts(checked._string, value):
+                continue
+            accepted += 1
+            try:
+                CodeableConcept.model_validate({"text": value})
+            except ValidationError:
+                refused += 1
+                wrong.append(value)
+    print(f"string reader: {accepted} accepted")
+    assert not wrong, [hex(ord(v.strip(" ") or " ")) for v in wrong[:20]]
+    assert accepted > 60_000  # what it declines are whitespace and control characters only
+
+
+@pytest.mark.parametrize("reader, element", [(checked._code, "code"), (checked._uri, "system")])
+def test_every_character_the_code_and_uri_readers_take_is_valid(reader, element):
+    accepted = 0
+    wrong = []
+    for char in _chars():
+        for value in (char, f"a{char}b"):
+            if not _accepts(reader, value):
+                continue
+            accepted += 1
+            try:
+                Coding.model_validate({element: value})
+            except ValidationError:
+                wrong.append(value)
+    print(f"{element} reader: {accepted} accepted")
+    assert not wrong, wrong[:20]
+    assert accepted >= 2 * 94  # printable ASCII, alone and between letters
+
+
+# --- 5. dates -------------------------------------------------------------------------------------------------------
+
+DATES = ["2026", "2026-02", "2026-02-28", "2026-02-29", "2026-02-30", "2026-13", "2026-00", "2024-02-29",
+         "2026-01-02T10:00Z", "2026-01-02T10:00:00Z", "2026-01-02T10:00:00.1Z", "2026-01-02T10:00:00.123456Z",
+         "2026-01-02T10:00:00.1234567Z", "2016-12-31T23:59:60Z", "2026-01-02T24:00:00Z", "2026-01-02T10:00:00+14:00",
+         "2026-01-02T10:00:00+14:30", "2026-01-02T10:00:00-00:00", "2026-01-02T10:00:00+05:30",
+         "2026-01-02T10:00:00-13:59", "2026-01-02T10:00:00", " 2026-01-02", "2026-01-02 ", "0000-01-01", "0001-01-01",
+         "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2026-02-30T10:00:00Z", "2026-01-02T10:00:00.Z",
+         "2026-01-02T10:00:00,1Z", "2026-01-02T10:00:00+0100", "20260102", "2026-W01", "２０２６"]
+# Plainly valid values the fast path must take (else it would rarely run).
+ACCEPTED_DATES = {("effectiveDateTime", v) for v in ("2026", "2026-02", "2026-02-28", "2026-01-02T10:00:00Z",
+                                                      "2026-01-02T10:00:00.123456Z", "2026-01-02T10:00:00+05:30")}
+ACCEPTED_DATES |= {("issued", "2026-01-02T10:00:00Z"), ("issued", "2026-01-02T10:00:00.1Z")}
+_BASE = {"resourceType": "Observation", "id": "o1", "status": "final",
+         "code": {"coding": [{"system": "http://loinc.org", "code": "1742-6"}]}, "subject": {"reference": "Patient/p1"},
+         "effectiveDateTime": "2026-09-20T08:00:00Z", "valueQuantity": {"value": 30, "unit": "U/L"}}
+
+
+@pytest.mark.parametrize("field", ["effectiveDateTime", "issued", "effectiveInstant", "effectivePeriod.start"])
+@pytest.mark.parametrize("value", DATES)
+def test_tricky_dates_are_declined_or_read_as_the_model_reads_them(field, value):
+    raw = copy.deepcopy(_BASE)
+    if field != "effectiveDateTime":
+        del raw["effectiveDateTime"]
+    if field == "effectivePeriod.start":
+        raw["effectivePeriod"] = {"start": value, "end": "2026-09-30"}
+    else:
+        raw[field] = value
+    verdict = _verdict(raw)  # also: same type and value, element by element (_same)
+    if (field, value) in ACCEPTED_DATES:
+        assert verdict == "accepted"
+    if verdict == "accepted":
+        view, model = read_observation(raw), Observation.model_validate(raw)
+        if field == "effectivePeriod.start":
+            view, model = view.effectivePeriod, model.effectivePeriod
+            field = "start"
+        v, m = getattr(view, field), getattr(model, field)
+        assert type(v) is type(m) and v == m and (str(v) == str(m) or isinstance(v, datetime)), (v, m)
+        assert isinstance(v, (str, date))
+
+
+# --- 6. decimals and integers ----------------------------------------------------------------------------------------
+
+DECIMALS = [0, -0.0, 1e-7, 1e20, 10 ** 30, True, False, "1.5", 1.50, 2 ** 63, 2 ** 64, -(2 ** 70), 10 ** 309,
+            -(10 ** 309), 1e308, 5e-324, float("inf"), float("nan"), None, [], {}, [1.5]]
+# Plainly valid values the fast path must take.
+ACCEPTED_DECIMALS = [0, -0.0, 1e-7, 1e20, 1.50, -7, 2 ** 53 + 1, 1e308, 5e-324]
+
+
+@pytest.mark.parametrize("value", DECIMALS, ids=repr)
+@pytest.mark.parametrize("where", ["valueQuantity", "referenceRange.low", "component.valueQuantity"])
+def test_tricky_decimals_are_declined_or_read_as_the_model_reads_them(where, value):
+    raw = copy.deepcopy(_BASE)
+    if where == "valueQuantity":
+        raw["valueQuantity"]["value"] = value
+    elif where == "referenceRange.low":
+        raw["referenceRange"] = [{"low": {"value": value, "unit": "U/L"}, "high": {"value": 40, "unit": "U/L"}}]
+    else:
+        raw["component"] = [{"code": {"text": "x"}, "valueQuantity": {"value": value}}]
+    verdict = _verdict(raw)
+    if any(type(value) is type(v) and value == v for v in ACCEPTED_DECIMALS):
+        assert verdict == "accepted"
+    if verdict == "accepted":
+        view = Observation.model_validate(raw)
+        assert observation_fact(view).quantity is not None or where != "valueQuantity"
+
+
+def test_a_decimal_beyond_float_range_is_read_as_by_the_model():
+    """Regression: 10**309 was accepted and observation_fact overflowed on it (the model gives inf)."""
+    raw = copy.deepcopy(_BASE)
+    raw["valueQuantity"]["value"] = 10 ** 309
+    assert _verdict(raw) == "declined"
+    [obs] = _record_of(raw).of_type("Observation")
+    assert observation_fact(obs).quantity.value == math.inf
+
+
+@pytest.mark.parametrize("value", [0, 2 ** 31 - 1, -2 ** 31, 2 ** 31, -2 ** 31 - 1, True, False, 1.0, "1", None],
+                         ids=repr)
+def test_tricky_integers_are_declined_or_read_as_the_model_reads_them(value):
+    raw = copy.deepcopy(_BASE)
+    del raw["valueQuantity"]
+    raw["valueInteger"] = value
+    verdict = _verdict(raw)
+    assert (verdict == "accepted") == (type(value) is int and -2 ** 31 <= value < 2 ** 31), verdict
+
+
+# --- 7. build_record, checked or not --------------------------------------------------------------------------------
+
+def test_build_record_checked_screens_as_plain_on_every_fixture_patient():
+    knowledge = default_knowledge()
+    assert len(FIXTURE_PATIENTS) >= 30
+    nodes = 0
+    for ref, resources in FIXTURE_PATIENTS:
+        fast = build_record(ref, resources, checked=True)
+        plain = build_record(ref, resources, checked=False)
+        assert screen(fast, AT).to_json() == screen(plain, AT).to_json(), ref
+        assert not any(isinstance(o, JsonNode) for o in plain.of_type("Observation"))
+        nodes += sum(isinstance(o, JsonNode) for o in fast.of_type("Observation"))
+        # And with the date horizon, which parses Observations through the checked reader too.
+        keep = relevant_to(knowledge.tables, at=AT, rules=knowledge.rules)
+        horizon_fast = build_record(ref, resources, keep=keep, checked=True)
+        horizon_plain = build_record(ref, resources, keep=keep, checked=False)
+        assert screen(horizon_fast, AT).to_json() == screen(horizon_plain, AT).to_json(), ref
+    assert nodes > 0
+
+
+def test_build_record_checked_screens_as_plain_on_the_bench_record():
+    resources = aml_record(1_000)
+    fast = build_record("Patient/p1", resources, checked=True)
+    plain = build_record("Patient/p1", resources, checked=False)
+    assert screen(fast, AT).to_json() == screen(plain, AT).to_json()
+    assert sum(isinstance(o, JsonNode) for o in fast.of_type("Observation")) > 900
+
+
+# --- 8. what the checker declines still goes through fhir.resources --------------------------------------------------
+
+def _record_of(observation: dict[str, Any]):
+    patient = {"resourceType": "Patient", "id": "p1", "birthDate": "1970-05-01", "gender": "female"}
+    return build_record("Patient/p1", [patient, observation], checked=True)
+
+
+@pytest.mark.parametrize("change", [{"extension": [{"url": "http://example.org/x", "valueString": "y"}]},
+                                    {"_status": {"id": "s1"}}, {"effectiveDateTime": "2016-12-31T23:59:60Z"},
+                                    # fhir.resources does not check a code against its value set: "done" is a
+                                    # valid code, the checker declines it and the model takes it.
+                                    {"status": "done"}])
+def test_a_declined_observation_is_still_a_model(change):
+    raw = {**copy.deepcopy(_BASE), **change}
+    assert read_observation(raw) is None
+    record = _record_of(raw)
+    [obs] = record.of_type("Observation")
+    assert isinstance(obs, Observation) and not isinstance(obs, JsonNode)
+    assert not record.problems
+
+
+@pytest.mark.parametrize("change", [{"status": ""}, {"status": "fi nal\t"}, {"valueQuantity": {"value": "abc"}},
+                                    {"effectiveDateTime": "2026-02-30"}, {"code": []}, {"status": None},
+                                    {"valueString": "x"}, {"effectiveInstant": "2026-01-02"}])
+def test_an_invalid_observation_is_still_a_data_problem(change):
+    raw = {**copy.deepcopy(_BASE), **change}
+    assert read_observation(raw) is None
+    record = _record_of(raw)
+    assert not record.of_type("Observation")
+    [problem] = record.problems
+    assert isinstance(problem, DataProblem) and problem.reference == "Observation/o1"
+
+
+@pytest.mark.parametrize("change", [{"valueString": ["a"]}, {"code": {"text": {"a": 1}}}, {"id": ["o1"]},
+                                    {"subject": {"reference": ["Patient/p1"]}}])
+def test_a_list_where_a_string_belongs_is_a_data_problem(change):
+    """Regression: read_observation raised TypeError (unhashable type) instead of declining."""
+    raw = {**copy.deepcopy(_BASE), **change}
+    if "valueString" in change:
+        del raw["valueQuantity"]
+    assert read_observation(raw) is None
+    record = _record_of(raw)
+    assert not record.of_type("Observation")
+    assert len(record.problems) == 1 and record.problems[0].resource_type == "Observation"
