@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -59,8 +60,14 @@ def _parse(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
-def aml_record(size: int) -> list[dict[str, Any]]:
-    """About ``size`` resources: fixture 01 plus a daily lab and vital-sign history going back in time."""
+def aml_record(size: int, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
+    """About ``size`` resources: fixture 01 plus a daily lab and vital-sign history going back in time.
+
+    ``as_of``: every date moved by the whole days from AT to it, so that a service whose clock reads ``as_of``
+    sees the record exactly as one reading AT sees the original (throughput.py: the real server's clock).
+    """
+    if as_of is not None:
+        return shift_dates(aml_record(size), (as_of.date() - AT.date()).days)
     base = fixture_resources()
     templates: dict[str, dict[str, Any]] = {}
     for r in base:
@@ -90,6 +97,23 @@ def aml_record(size: int) -> list[dict[str, Any]]:
                 out.append(obs)
         day += 1
     return out
+
+
+_DATE_PREFIX = re.compile(r"^(\d{4}-\d{2}-\d{2})(T.*)?$")
+
+
+def shift_dates(value: Any, days: int) -> Any:
+    """A copy of ``value`` (JSON) with every date and dateTime string moved by ``days`` whole days."""
+    if isinstance(value, dict):
+        return {k: shift_dates(v, days) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shift_dates(v, days) for v in value]
+    if isinstance(value, str):
+        m = _DATE_PREFIX.match(value)
+        if m:
+            moved = datetime.fromisoformat(m.group(1)) + timedelta(days=days)
+            return moved.strftime("%Y-%m-%d") + (m.group(2) or "")
+    return value
 
 
 def patient_id_of(resources: Iterable[dict[str, Any]]) -> str:

@@ -5,7 +5,9 @@ Baseline: the JSON-only endpoint (POST /bench/json-only, same body) under the sa
 Target: the hook's requests/s at least 1/3 of the baseline's, with zero errors.
 
 The server runs with TRIALSCREEN_AUTH_REQUIRED=false and TRIALSCREEN_BENCH_ENDPOINTS=true, its state in a
-temporary directory, and the real clock. The clients are 4 processes of 4 threads (one Python process
+temporary directory, and the real clock; the record's dates are moved by whole days from the other benchmarks'
+fixed clock to today, so that the server reads it as they do (the same results inside their recency windows,
+the same work per call: tests/gather/test_relevance.py). The clients are 4 processes of 4 threads (one Python process
 could not keep 16 connections busy). Each phase is preceded by a short warm-up.
 
     python bench/throughput.py [--seconds 30] [--clients 16] [--size 1000]
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -119,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings.from_env({})
     templates = build_templates(load_knowledge(settings).tables, page_size=settings.fhir_page_size)
-    resources = aml_record(args.size)
+    # The server screens at its own (real) clock: the record is moved to today, as the other benchmarks' records
+    # sit at their fixed clock, so that the same results are inside their recency windows (and the same work done).
+    resources = aml_record(args.size, as_of=datetime.now(UTC))
     body = orjson.dumps(hook_body(patient_id_of(resources), full_prefetch(templates, resources)))
 
     port = _free_port()

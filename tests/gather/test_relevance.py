@@ -208,3 +208,21 @@ def test_raw_dates_are_read_as_the_facts_read_them(text):
     got = raw_effective({"effectiveDateTime": text})
     want = parse_fhir_date(text)
     assert got == ((want.start, want.end) if want is not None else None)
+
+
+def test_the_throughput_benchmark_record_moved_to_another_day_screens_the_same():
+    """bench/throughput.py moves the record to the server's real clock: the same results, the same work."""
+    from _common import shift_dates  # the benchmarks' helpers
+
+    k = default_knowledge()
+    later = AT + timedelta(days=58)
+    moved = aml_record(1_000, as_of=later)
+    assert moved[0] != aml_record(1_000)[0] or moved[1] != aml_record(1_000)[1]
+    assert shift_dates({"a": ["2026-10-01T09:00:00Z", "2026-10-01", "2026", "x"]}, 2) == \
+        {"a": ["2026-10-03T09:00:00Z", "2026-10-03", "2026", "x"]}
+    original = build_record("Patient/p1", aml_record(1_000), keep=relevant_to(k.tables, at=AT, rules=k.rules))
+    shifted = build_record("Patient/p1", moved, keep=relevant_to(k.tables, at=later, rules=k.rules))
+    assert _count(shifted) == _count(original)  # the same resources kept: the same work
+    a, b = screen(original, AT).to_json(), screen(shifted, later).to_json()
+    assert a["status"] == b["status"]
+    assert [(c["id"], c["result"]) for c in a["criteria"]] == [(c["id"], c["result"]) for c in b["criteria"]]
