@@ -234,6 +234,17 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def verdict_by(ratios: dict[Any, float], ok: Callable[[float], bool], name: Callable[[Any], str] = str) -> str:
+    """"met", "NOT met", or which items meet the target and which do not."""
+    met = [name(k) for k, r in ratios.items() if ok(r)]
+    missed = [name(k) for k, r in ratios.items() if not ok(r)]
+    if not missed:
+        return verdict(True)
+    if not met:
+        return verdict(False)
+    return f"met at {', '.join(met)}; NOT met at {', '.join(missed)}"
+
+
 def machine() -> str:
     model = "?"
     try:
