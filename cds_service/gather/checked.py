@@ -1,4 +1,4 @@
-"""Observations read straight from their raw JSON when it is certainly valid: the hot path of a long record.
+"""Resources read straight from their raw JSON when they are certainly valid: the hot path of a long record.
 
 A patient with months of daily labs sends thousands of Observations, and ``fhir.resources`` (pydantic)
 validation costs 120-250 us each, against a few microseconds to check the few shapes real lab results have.
@@ -9,12 +9,17 @@ resource as ``JsonNode`` objects: read by attribute like the fhir.resources mode
 instants converted the way ``fhir_core`` converts them, so ``facts.clinical.observation_fact`` reads the same
 fact from either.
 
+``read_checked`` does the same for every type in ``RESOURCES``: Observation, Condition, Procedure,
+MedicationAdministration, Immunization and AllergyIntolerance (the root node's class is named as its
+resourceType, which ``facts.medications.medication_fact`` reads). Patient (its extensions are read), Medication,
+DiagnosticReport, MedicationStatement and MedicationRequest are left to ``fhir.resources``.
+
 Anything else (an extension, a narrative, a leap second, a Ratio value, a reference to a contained resource, an
-empty string...) is declined: ``read_observation`` returns None and the caller validates the resource with
+empty string...) is declined: the reader returns None and the caller validates the resource with
 ``fhir.resources`` as before, which accepts it or makes it a data problem. So the checked reader only ever
 answers for resources ``fhir.resources`` would accept, with the same content; tests/gather/test_checked.py
-compares the two on every Observation of the fixtures, Synthea and the benchmark records, and on generated
-mutations of them.
+compares the two on every resource of these types in the fixtures, Synthea and the benchmark records, and on
+generated mutations of them.
 
 This module does no I/O.
 """
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-__all__ = ["JsonNode", "read_observation", "OBSERVATION", "KNOWN_TYPES"]
+__all__ = ["JsonNode", "read_observation", "read_checked", "OBSERVATION", "KNOWN_TYPES", "RESOURCES"]
 
 
 class JsonNode:
@@ -140,6 +145,18 @@ def _integer(value: Any) -> int:
     return value
 
 
+def _positive_int(value: Any) -> int:
+    if type(value) is not int or not 1 <= value <= 2_147_483_647:
+        raise _Decline
+    return value
+
+
+def _unsigned_int(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= 2_147_483_647:
+        raise _Decline
+    return value
+
+
 def _decimal(value: Any) -> int | float:
     # Kept as the JSON number: the facts read float(value), which equals float(Decimal(str(value))), what
     # fhir_core holds. (int and float only: bool is an int in Python and not a FHIR decimal.)
@@ -158,6 +175,13 @@ def _date_time(value: Any) -> str | date | datetime:
         if not _DATE_TIME.fullmatch(value):
             raise _Decline
         return _instant_of(value)
+    return _date(value)
+
+
+def _date(value: Any) -> str | date:
+    """A FHIR date, as fhir_core holds it: a partial date stays a string, a full date becomes a ``date``."""
+    if type(value) is not str or len(value) > 10:
+        raise _Decline
     if _FULL_DATE.fullmatch(value):
         try:
             return date.fromisoformat(value)
@@ -192,6 +216,7 @@ class _Type:
     elements: Mapping[str, tuple[Callable[[Any], Any], bool]]
     required: frozenset[str] = frozenset()
     choices: tuple[frozenset[str], ...] = ()  # at most one element of each group (a choice type's [x])
+    one_required: tuple[frozenset[str], ...] = ()  # exactly one element of each group (a required [x])
 
     def __post_init__(self) -> None:
         # Every element of the fhir.resources model reads None unless present, as on the model itself.
@@ -214,7 +239,7 @@ def _reader(spec: _Type, node_class: type) -> Callable[[Any], JsonNode]:
     Observation kept: attribute lookups on ``spec`` would cost a fifth of it)."""
     single = {k: getattr(read, "read", read) for k, (read, repeats) in spec.elements.items() if not repeats}
     repeated = {k: getattr(read, "read", read) for k, (read, repeats) in spec.elements.items() if repeats}
-    required, choices, new = spec.required, spec.choices, object.__new__
+    required, choices, one_required, new = spec.required, spec.choices, spec.one_required, object.__new__
 
     def read(node: Any) -> JsonNode:
         if type(node) is not dict or not node:
@@ -234,6 +259,9 @@ def _reader(spec: _Type, node_class: type) -> Callable[[Any], JsonNode]:
         for group in choices:
             if len(group & node.keys()) > 1:
                 raise _Decline
+        for group in one_required:
+            if len(group & node.keys()) != 1:
+                raise _Decline
         checked = new(node_class)
         checked.__dict__ = out
         return checked
@@ -241,10 +269,14 @@ def _reader(spec: _Type, node_class: type) -> Callable[[Any], JsonNode]:
 
 
 def _type(name: str, model_path: str, elements: dict[str, Callable[[Any], Any] | list[Callable[[Any], Any]]],
-          required: tuple[str, ...] = (), choices: tuple[tuple[str, ...], ...] = ()) -> _Type:
-    """A _Type from {element: reader} where ``[reader]`` marks a repeating element."""
+          required: tuple[str, ...] = (), choices: tuple[tuple[str, ...], ...] = (),
+          one_required: tuple[tuple[str, ...], ...] = ()) -> _Type:
+    """A _Type from {element: reader} where ``[reader]`` marks a repeating element. ``choices``: groups of which
+    at most one element may be present; ``one_required``: groups of which exactly one must be (fhir.resources
+    refuses a resource without its required [x], e.g. an Immunization without occurrence[x])."""
     table = {key: (spec[0], True) if isinstance(spec, list) else (spec, False) for key, spec in elements.items()}
-    return _Type(name, model_path, table, frozenset(required), tuple(frozenset(g) for g in choices))
+    return _Type(name, model_path, table, frozenset(required), tuple(frozenset(g) for g in choices),
+                 tuple(frozenset(g) for g in one_required))
 
 
 CODING = _type("Coding", "coding.Coding", {
@@ -291,14 +323,128 @@ OBSERVATION = _type("Observation", "observation.Observation", {
 }, required=("resourceType", "status", "code"),
     choices=(("effectiveDateTime", "effectivePeriod", "effectiveInstant"), tuple(_VALUES)))
 
+
+
+def _resource(name: str, elements: dict[str, Callable[[Any], Any] | list[Callable[[Any], Any]]],
+              required: tuple[str, ...] = (), choices: tuple[tuple[str, ...], ...] = (),
+              one_required: tuple[tuple[str, ...], ...] = ()) -> _Type:
+    """A resource type: its resourceType, id, meta and identifiers, then its own elements (no narrative, no
+    contained resources, no extensions, no implicitRules or language: those are declined)."""
+    return _type(name, f"{name.lower()}.{name}", {
+        "resourceType": _one_of(name), "id": _id, "meta": META, "identifier": [IDENTIFIER], **elements,
+    }, ("resourceType", *required), choices, one_required)
+
+
+# Condition ---------------------------------------------------------------------------------------------------
+CONDITION_STAGE = _type("ConditionStage", "condition.ConditionStage", {
+    "summary": CODEABLE_CONCEPT, "assessment": [REFERENCE], "type": CODEABLE_CONCEPT})
+CONDITION_EVIDENCE = _type("ConditionEvidence", "condition.ConditionEvidence", {
+    "code": [CODEABLE_CONCEPT], "detail": [REFERENCE]})
+_ONSET = ("onsetDateTime", "onsetPeriod", "onsetString")
+_ABATEMENT = ("abatementDateTime", "abatementPeriod", "abatementString")
+CONDITION = _resource("Condition", {
+    "clinicalStatus": CODEABLE_CONCEPT, "verificationStatus": CODEABLE_CONCEPT, "category": [CODEABLE_CONCEPT],
+    "severity": CODEABLE_CONCEPT, "code": CODEABLE_CONCEPT, "bodySite": [CODEABLE_CONCEPT], "subject": REFERENCE,
+    "encounter": REFERENCE, "onsetDateTime": _date_time, "onsetPeriod": PERIOD, "onsetString": _string,
+    "abatementDateTime": _date_time, "abatementPeriod": PERIOD, "abatementString": _string,
+    "recordedDate": _date_time, "recorder": REFERENCE, "asserter": REFERENCE, "stage": [CONDITION_STAGE],
+    "evidence": [CONDITION_EVIDENCE], "note": [ANNOTATION],
+}, required=("subject",), choices=(_ONSET, _ABATEMENT))
+
+# Procedure ---------------------------------------------------------------------------------------------------
+PROCEDURE_PERFORMER = _type("ProcedurePerformer", "procedure.ProcedurePerformer", {
+    "function": CODEABLE_CONCEPT, "actor": REFERENCE, "onBehalfOf": REFERENCE}, required=("actor",))
+_PERFORMED = ("performedDateTime", "performedPeriod", "performedString")
+PROCEDURE = _resource("Procedure", {
+    "basedOn": [REFERENCE], "partOf": [REFERENCE],
+    "status": _one_of("preparation", "in-progress", "not-done", "on-hold", "stopped", "completed",
+                      "entered-in-error", "unknown"),
+    "statusReason": CODEABLE_CONCEPT, "category": CODEABLE_CONCEPT, "code": CODEABLE_CONCEPT, "subject": REFERENCE,
+    "encounter": REFERENCE, "performedDateTime": _date_time, "performedPeriod": PERIOD, "performedString": _string,
+    "recorder": REFERENCE, "asserter": REFERENCE, "performer": [PROCEDURE_PERFORMER], "location": REFERENCE,
+    "reasonCode": [CODEABLE_CONCEPT], "reasonReference": [REFERENCE], "bodySite": [CODEABLE_CONCEPT],
+    "outcome": CODEABLE_CONCEPT, "report": [REFERENCE], "complication": [CODEABLE_CONCEPT],
+    "complicationDetail": [REFERENCE], "followUp": [CODEABLE_CONCEPT], "note": [ANNOTATION],
+    "usedReference": [REFERENCE], "usedCode": [CODEABLE_CONCEPT],
+}, required=("status", "subject"), choices=(_PERFORMED,))
+
+# MedicationAdministration ------------------------------------------------------------------------------------
+ADMINISTRATION_PERFORMER = _type("MedicationAdministrationPerformer",
+                                 "medicationadministration.MedicationAdministrationPerformer", {
+                                     "function": CODEABLE_CONCEPT, "actor": REFERENCE}, required=("actor",))
+ADMINISTRATION_DOSAGE = _type("MedicationAdministrationDosage",
+                              "medicationadministration.MedicationAdministrationDosage", {
+                                  "text": _string, "site": CODEABLE_CONCEPT, "route": CODEABLE_CONCEPT,
+                                  "method": CODEABLE_CONCEPT, "dose": SIMPLE_QUANTITY,
+                                  "rateQuantity": SIMPLE_QUANTITY})
+_MEDICATION = ("medicationCodeableConcept", "medicationReference")
+_EFFECTIVE = ("effectiveDateTime", "effectivePeriod")
+MEDICATION_ADMINISTRATION = _resource("MedicationAdministration", {
+    "instantiates": [_uri], "partOf": [REFERENCE],
+    "status": _one_of("in-progress", "not-done", "on-hold", "completed", "entered-in-error", "stopped", "unknown"),
+    "statusReason": [CODEABLE_CONCEPT], "category": CODEABLE_CONCEPT, "medicationCodeableConcept": CODEABLE_CONCEPT,
+    "medicationReference": REFERENCE, "subject": REFERENCE, "context": REFERENCE,
+    "supportingInformation": [REFERENCE], "effectiveDateTime": _date_time, "effectivePeriod": PERIOD,
+    "performer": [ADMINISTRATION_PERFORMER], "reasonCode": [CODEABLE_CONCEPT], "reasonReference": [REFERENCE],
+    "request": REFERENCE, "device": [REFERENCE], "note": [ANNOTATION], "dosage": ADMINISTRATION_DOSAGE,
+    "eventHistory": [REFERENCE],
+}, required=("status", "subject"), one_required=(_MEDICATION, _EFFECTIVE))
+
+# Immunization ------------------------------------------------------------------------------------------------
+IMMUNIZATION_PERFORMER = _type("ImmunizationPerformer", "immunization.ImmunizationPerformer", {
+    "function": CODEABLE_CONCEPT, "actor": REFERENCE}, required=("actor",))
+IMMUNIZATION = _resource("Immunization", {
+    "status": _one_of("completed", "entered-in-error", "not-done"), "statusReason": CODEABLE_CONCEPT,
+    "vaccineCode": CODEABLE_CONCEPT, "patient": REFERENCE, "encounter": REFERENCE, "occurrenceDateTime": _date_time,
+    "occurrenceString": _string, "recorded": _date_time, "primarySource": _boolean, "reportOrigin": CODEABLE_CONCEPT,
+    "location": REFERENCE, "manufacturer": REFERENCE, "lotNumber": _string, "expirationDate": _date,
+    "site": CODEABLE_CONCEPT, "route": CODEABLE_CONCEPT, "doseQuantity": SIMPLE_QUANTITY,
+    "performer": [IMMUNIZATION_PERFORMER], "note": [ANNOTATION], "reasonCode": [CODEABLE_CONCEPT],
+    "reasonReference": [REFERENCE], "isSubpotent": _boolean, "subpotentReason": [CODEABLE_CONCEPT],
+    "programEligibility": [CODEABLE_CONCEPT], "fundingSource": CODEABLE_CONCEPT,
+}, required=("status", "vaccineCode", "patient"), one_required=(("occurrenceDateTime", "occurrenceString"),))
+
+# AllergyIntolerance ------------------------------------------------------------------------------------------
+ALLERGY_REACTION = _type("AllergyIntoleranceReaction", "allergyintolerance.AllergyIntoleranceReaction", {
+    "substance": CODEABLE_CONCEPT, "manifestation": [CODEABLE_CONCEPT], "description": _string, "onset": _date_time,
+    "severity": _one_of("mild", "moderate", "severe"), "exposureRoute": CODEABLE_CONCEPT, "note": [ANNOTATION],
+}, required=("manifestation",))
+ALLERGY_INTOLERANCE = _resource("AllergyIntolerance", {
+    "clinicalStatus": CODEABLE_CONCEPT, "verificationStatus": CODEABLE_CONCEPT,
+    "type": _one_of("allergy", "intolerance"), "category": [_one_of("food", "medication", "environment", "biologic")],
+    "criticality": _one_of("low", "high", "unable-to-assess"), "code": CODEABLE_CONCEPT, "patient": REFERENCE,
+    "encounter": REFERENCE, "onsetDateTime": _date_time, "onsetPeriod": PERIOD, "onsetString": _string,
+    "recordedDate": _date_time, "recorder": REFERENCE, "asserter": REFERENCE, "lastOccurrence": _date_time,
+    "note": [ANNOTATION], "reaction": [ALLERGY_REACTION],
+}, required=("patient",), choices=(_ONSET,))
+
 # Every checked type, with the fhir.resources R4B class it stands for (a test proves each element exists there).
-KNOWN_TYPES: tuple[_Type, ...] = (CODING, CODEABLE_CONCEPT, QUANTITY, SIMPLE_QUANTITY, RANGE, PERIOD, REFERENCE,
-                                  IDENTIFIER, META, ANNOTATION, REFERENCE_RANGE, COMPONENT, OBSERVATION)
+KNOWN_TYPES: tuple[_Type, ...] = (
+    CODING, CODEABLE_CONCEPT, QUANTITY, SIMPLE_QUANTITY, RANGE, PERIOD, REFERENCE, IDENTIFIER, META, ANNOTATION,
+    REFERENCE_RANGE, COMPONENT, OBSERVATION, CONDITION_STAGE, CONDITION_EVIDENCE, CONDITION, PROCEDURE_PERFORMER,
+    PROCEDURE, ADMINISTRATION_PERFORMER, ADMINISTRATION_DOSAGE, MEDICATION_ADMINISTRATION, IMMUNIZATION_PERFORMER,
+    IMMUNIZATION, ALLERGY_REACTION, ALLERGY_INTOLERANCE)
+# The resource types the checked reader reads, by resourceType.
+RESOURCES: dict[str, _Type] = {t.name: t for t in (OBSERVATION, CONDITION, PROCEDURE, MEDICATION_ADMINISTRATION,
+                                                    IMMUNIZATION, ALLERGY_INTOLERANCE)}
 
 
 def read_observation(raw: Mapping[str, Any]) -> JsonNode | None:
     """The Observation as checked ``JsonNode`` objects, or None when ``fhir.resources`` must decide."""
     try:
         return OBSERVATION(raw)
+    except _Decline:
+        return None
+
+
+def read_checked(raw: Mapping[str, Any]) -> JsonNode | None:
+    """The resource as checked ``JsonNode`` objects (the root's class named as its resourceType), or None when
+    ``fhir.resources`` must decide: a type the reader does not check (``RESOURCES``) or one it cannot vouch for."""
+    rtype = raw.get("resourceType") if type(raw) is dict else None
+    spec = RESOURCES.get(rtype) if type(rtype) is str else None  # (a list there is unhashable)
+    if spec is None:
+        return None
+    try:
+        return spec(raw)
     except _Decline:
         return None

@@ -1,9 +1,11 @@
-"""The checked reader (``gather.checked``) keeps its promise: whenever ``read_observation`` accepts an Observation,
-(a) ``fhir.resources`` R4B accepts it too, and (b) ``facts.clinical.observation_fact`` reads the same fact from
-the checked ``JsonNode`` tree as from the model (and the tree holds the same values as the model, element by
-element). Checked on every Observation of the fixtures, Synthea and the benchmark record, on generated mutations
-of the fixture Observations, on every single character, on tricky dates and numbers, and through ``build_record``.
-``read_observation`` must also never raise, whatever the JSON (it declines), and never change its input.
+"""The checked reader (``gather.checked``) keeps its promise: whenever ``read_checked`` (or ``read_observation``)
+accepts a resource, (a) ``fhir.resources`` R4B accepts it too, and (b) the facts reader of its type
+(``observation_fact``, ``condition_fact``, ``procedure_fact``, ``immunization_fact``, ``allergy_fact``,
+``medication_fact``; for Conditions also the stage summaries cardiac criteria read) reads the same fact from the
+checked ``JsonNode`` tree as from the model (and the tree holds the same values as the model, element by
+element). Checked on every resource of the checked types in the fixtures, Synthea and the benchmark record, on
+generated mutations of fixture resources, on every single character, on tricky dates and numbers, and through
+``build_record``. The reader must also never raise, whatever the JSON (it declines), and never change its input.
 
 Two disagreements these tests found are pinned by regression tests below: a list or object where a string is
 expected (``{"valueString": ["a"]}``) made ``read_observation`` raise ``TypeError: unhashable type``, and an
@@ -17,6 +19,7 @@ import copy
 import math
 import os
 import sys
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -27,16 +30,25 @@ import pytest
 from builders import AT
 from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.coding import Coding
+from fhir.resources.R4B.medication import Medication
 from fhir.resources.R4B.observation import Observation
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cds_service.config import default_knowledge
-from cds_service.facts.clinical import observation_fact
+from cds_service.facts.clinical import (
+    allergy_fact,
+    codings_of,
+    condition_fact,
+    immunization_fact,
+    observation_fact,
+    procedure_fact,
+)
+from cds_service.facts.medications import medication_fact
 from cds_service.gather import checked
 from cds_service.gather.bundles import expand_paths, group_by_patient, read_path
-from cds_service.gather.checked import KNOWN_TYPES, JsonNode, read_observation
+from cds_service.gather.checked import KNOWN_TYPES, RESOURCES, JsonNode, read_checked, read_observation
 from cds_service.gather.record import DataProblem, build_record, relevant_to
 from cds_service.pipeline import screen
 
@@ -63,18 +75,117 @@ def _patients(paths: list[Path]) -> list[tuple[str, list[dict[str, Any]]]]:
     return out
 
 
-def _observations(paths: list[Path]) -> list[dict[str, Any]]:
+def _medications(resources: list[Any]) -> dict[str, Any]:
+    """The Medication models of a record by id, as ``Facts`` gives them to ``medication_fact``."""
+    models = (Medication.model_validate(r) for r in resources
+              if isinstance(r, dict) and r.get("resourceType") == "Medication")
+    return {m.id: m for m in models if m.id}
+
+
+def _resources(paths: list[Path], rtype: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(resource, the Medication models of its file) for every resource of that type."""
     out = []
     for path in expand_paths(paths):
         for _source, resources, _urls in read_path(path):
-            out.extend(r for r in resources if isinstance(r, dict) and r.get("resourceType") == "Observation")
+            medications = _medications(resources)
+            out.extend((r, medications) for r in resources if isinstance(r, dict) and r.get("resourceType") == rtype)
     return out
+
+
+def _observations(paths: list[Path]) -> list[dict[str, Any]]:
+    return [raw for raw, _medications in _resources(paths, "Observation")]
+
+
+def _distinct(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return list({orjson.dumps(r, option=orjson.OPT_SORT_KEYS): r for r in resources}.values())
 
 
 FIXTURE_PATIENTS = _patients([FIXTURES])
 FIXTURE_OBSERVATIONS = _observations([FIXTURES])
 # Distinct fixture Observations, the starting points of the mutations.
-SAMPLE = list({orjson.dumps(o, option=orjson.OPT_SORT_KEYS): o for o in FIXTURE_OBSERVATIONS}.values())
+SAMPLE = _distinct(FIXTURE_OBSERVATIONS)
+# The other checked resource types.
+OTHER_TYPES = ("Condition", "Procedure", "MedicationAdministration", "Immunization", "AllergyIntolerance")
+# A Medication the mutated MedicationAdministrations may reference (Medication/med1).
+MEDICATIONS = _medications([{"resourceType": "Medication", "id": "med1", "code": {"coding": [
+    {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "3041", "display": "cytarabine"}]}}])
+_ME = {"reference": "Patient/p1"}
+_SNOMED = "http://snomed.info/sct"
+# Valid resources using the elements the corpus does not (so that the mutations start from them too).
+HANDMADE: list[dict[str, Any]] = [
+    {"resourceType": "Condition", "id": "hf1", "meta": {"versionId": "2", "lastUpdated": "2026-09-01T10:00:00Z",
+                                                       "tag": [{"system": "https://smarthealthit.org/tags",
+                                                                "code": "synthea-5-2019"}]},
+     "identifier": [{"system": "urn:oid:1.2.3", "value": "c-17"}],
+     "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                    "code": "active"}]},
+     "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                                        "code": "confirmed"}]},
+     "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                               "code": "encounter-diagnosis"}]}],
+     "severity": {"text": "severe"}, "bodySite": [{"text": "heart"}],
+     "code": {"coding": [{"system": _SNOMED, "code": "84114007", "display": "Heart failure (disorder)"}],
+              "text": "Heart failure"},
+     "subject": {"reference": "urn:uuid:0b8e6b3c-1d2e-4f5a-9b8c-7d6e5f4a3b2c"},
+     "encounter": {"reference": "Encounter/e1"}, "onsetPeriod": {"start": "2025-01", "end": "2025-02-03"},
+     "recordedDate": "2025-02-03T10:00:00+01:00", "recorder": {"reference": "Practitioner/pr1", "display": "Dr X"},
+     "asserter": {"display": "the patient"},
+     "stage": [{"summary": {"coding": [{"system": _SNOMED, "code": "420913000",
+                                        "display": "New York Heart Association Classification - Class III"}]},
+                "type": {"text": "NYHA"}, "assessment": [{"reference": "Observation/o1"}]}],
+     "evidence": [{"code": [{"text": "dyspnoea"}], "detail": [{"reference": "Observation/o1"}]}],
+     "note": [{"authorString": "Dr X", "time": "2025-02-03", "text": "Echo: EF 30%."}]},
+    {"resourceType": "Condition", "id": "c2", "code": {"text": "Childhood asthma"}, "subject": _ME,
+     "onsetString": "childhood", "abatementPeriod": {"start": "2001", "end": "2004-06"},
+     "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                    "code": "resolved"}]}},
+    {"resourceType": "Procedure", "id": "pr1", "status": "completed", "subject": _ME,
+     "identifier": [{"use": "official", "value": "P-1"}], "basedOn": [{"reference": "ServiceRequest/s1"}],
+     "category": {"coding": [{"system": _SNOMED, "code": "387713003", "display": "Surgical procedure"}]},
+     "code": {"coding": [{"system": _SNOMED, "code": "232717009", "display": "Coronary artery bypass grafting"}]},
+     "performedString": "in 2019", "performer": [{"function": {"text": "surgeon"}, "actor": {"display": "Dr Y"}}],
+     "location": {"display": "Theatre 2"}, "reasonCode": [{"text": "angina"}], "bodySite": [{"text": "heart"}],
+     "outcome": {"text": "successful"}, "note": [{"text": "uneventful"}], "usedCode": [{"text": "graft"}],
+     "followUp": [{"text": "clinic in 6 weeks"}], "complication": [{"text": "none"}]},
+    {"resourceType": "Procedure", "id": "pr2", "status": "in-progress", "subject": _ME, "code": {"text": "x"},
+     "performedPeriod": {"start": "2026-09-20T08:00:00Z"}, "encounter": {"reference": "Encounter/e1"}},
+    {"resourceType": "MedicationAdministration", "id": "ma1", "status": "completed",
+     "medicationReference": {"reference": "Medication/med1", "display": "cytarabine"}, "subject": _ME,
+     "effectivePeriod": {"start": "2026-09-01T08:00:00Z", "end": "2026-09-01T10:00:00Z"},
+     "performer": [{"function": {"text": "nurse"}, "actor": {"reference": "Practitioner/pr1"}}],
+     "reasonReference": [{"reference": "Condition/c1"}], "request": {"reference": "MedicationRequest/mr1"},
+     "note": [{"text": "given"}], "context": {"reference": "Encounter/e1"},
+     "dosage": {"text": "200 mg/m2 over 2 h", "route": {"text": "IV"}, "site": {"text": "left arm"},
+                "method": {"text": "infusion"}, "dose": {"value": 340, "unit": "mg"},
+                "rateQuantity": {"value": 170, "unit": "mg/h", "system": "http://unitsofmeasure.org",
+                                 "code": "mg/h"}}},
+    {"resourceType": "MedicationAdministration", "id": "ma2", "status": "in-progress",
+     "medicationReference": {"reference": "Medication/unknown"}, "subject": _ME,
+     "effectiveDateTime": "2026-09-02", "statusReason": [{"text": "x"}]},
+    {"resourceType": "Immunization", "id": "im1", "status": "completed", "patient": _ME,
+     "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "140"}], "text": "flu"},
+     "occurrenceString": "last autumn", "recorded": "2026-01-02", "primarySource": False,
+     "reportOrigin": {"text": "patient"}, "lotNumber": "A1", "expirationDate": "2027-01",
+     "manufacturer": {"display": "Acme"}, "site": {"text": "left arm"}, "route": {"text": "IM"},
+     "doseQuantity": {"value": 0.5, "unit": "mL"}, "performer": [{"actor": {"reference": "Practitioner/pr1"}}],
+     "note": [{"text": "no reaction"}], "isSubpotent": False, "reasonCode": [{"text": "season"}]},
+    {"resourceType": "Immunization", "id": "im2", "status": "entered-in-error", "patient": _ME,
+     "vaccineCode": {"text": "zoster"}, "occurrenceDateTime": "2026-09-01", "expirationDate": "2027-02-28"},
+    {"resourceType": "AllergyIntolerance", "id": "al1", "patient": _ME, "type": "intolerance",
+     "category": ["medication", "food"], "criticality": "high",
+     "code": {"coding": [{"system": _SNOMED, "code": "294505008", "display": "Allergy to amoxicillin"}]},
+     "onsetPeriod": {"start": "2010"}, "recordedDate": "2026-01-02T10:00:00Z", "lastOccurrence": "2024-05",
+     "asserter": {"reference": "Practitioner/pr1"}, "note": [{"text": "rash"}],
+     "reaction": [{"substance": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                             "code": "723"}]},
+                   "manifestation": [{"text": "urticaria"}], "description": "rash", "onset": "2024-05-03",
+                   "severity": "mild", "exposureRoute": {"text": "oral"}, "note": [{"text": "settled"}]}]},
+    {"resourceType": "AllergyIntolerance", "id": "al2", "patient": _ME, "code": {"text": "penicillin"},
+     "onsetString": "as a child", "verificationStatus": {"coding": [
+         {"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification", "code": "refuted"}]}},
+]
+# Distinct fixture resources of the other types, and the hand-made ones: the starting points of their mutations.
+OTHER_SAMPLE = _distinct([raw for rtype in OTHER_TYPES for raw, _m in _resources([FIXTURES], rtype)] + HANDMADE)
 
 
 # --- comparing the checked tree with the model -------------------------------------------------------------------
@@ -85,10 +196,26 @@ def _field_names(model_class: Any) -> dict[str, str]:
         name: name for name in model_class.model_fields}
 
 
-def _outcome(value: Any) -> tuple:
-    """observation_fact of a checked tree or a model, or the exception it raises (the same one is as good)."""
+def _facts(res: Any, rtype: str, medications: dict[str, Any]) -> Any:
+    """What the criteria read from a resource of that type: its facts reader (for a Condition, also the stage
+    summaries ``criteria.cardiac`` reads from the record's Condition objects)."""
+    if rtype == "Observation":
+        return observation_fact(res)
+    if rtype == "Condition":
+        return condition_fact(res), tuple(codings_of(stage.summary) for stage in getattr(res, "stage", None) or ())
+    if rtype == "Procedure":
+        return procedure_fact(res)
+    if rtype == "Immunization":
+        return immunization_fact(res)
+    if rtype == "AllergyIntolerance":
+        return allergy_fact(res)
+    return medication_fact(res, medications)
+
+
+def _outcome(value: Any, rtype: str = "Observation", medications: dict[str, Any] | None = None) -> tuple:
+    """The facts read from a checked tree or a model, or the exception it raises (the same one is as good)."""
     try:
-        return ("fact", observation_fact(value))
+        return ("fact", _facts(value, rtype, MEDICATIONS if medications is None else medications))
     except Exception as exc:  # noqa: BLE001 - compared, not swallowed
         return ("raised", type(exc).__name__, str(exc))
 
@@ -122,20 +249,26 @@ def _same(view: Any, model: Any, where: str = "") -> None:
         assert view == model, (where, view, model)
 
 
-def _verdict(raw: Any) -> str:
-    """"accepted" (and the promise kept) or "declined"; read_observation raising fails the test."""
+def _verdict(raw: Any, medications: dict[str, Any] | None = None) -> str:
+    """"accepted" (and the promise kept) or "declined"; the reader raising fails the test. ``medications``: the
+    record's Medication models (default ``MEDICATIONS``)."""
     snapshot = copy.deepcopy(raw)
-    view = read_observation(raw)
+    view = read_checked(raw)
+    assert raw == snapshot, "read_checked changed its input"
+    observation = read_observation(raw)
     assert raw == snapshot, "read_observation changed its input"
+    rtype = raw.get("resourceType") if isinstance(raw, dict) else None
+    # read_observation answers as read_checked for an Observation, and declines anything else.
+    assert observation == view if rtype == "Observation" else observation is None, raw
     if view is None:
         return "declined"
-    assert isinstance(view, JsonNode)
+    assert isinstance(view, JsonNode) and type(view).__name__ == rtype, (view, rtype)
     try:
-        model = Observation.model_validate(raw)  # (a)
+        model = RESOURCES[rtype].model.model_validate(raw)  # (a)
     except (ValidationError, TypeError, ValueError) as exc:
-        pytest.fail(f"read_observation accepted what fhir.resources refuses: {raw!r}\n{exc}")
-    assert _outcome(view) == _outcome(model), raw  # (b)
-    _same(view, model, "Observation")
+        pytest.fail(f"read_checked accepted what fhir.resources refuses: {raw!r}\n{exc}")
+    assert _outcome(view, rtype, medications) == _outcome(model, rtype, medications), raw  # (b)
+    _same(view, model, rtype)
     return "accepted"
 
 
@@ -143,6 +276,8 @@ def _verdict(raw: Any) -> str:
 
 def test_every_known_element_is_a_field_of_its_model():
     assert {t.model_path for t in KNOWN_TYPES} >= {"observation.Observation", "coding.Coding"}
+    assert set(RESOURCES) == {"Observation", *OTHER_TYPES}
+    assert all(spec in KNOWN_TYPES and spec.model.get_resource_type() == name for name, spec in RESOURCES.items())
     for known in KNOWN_TYPES:
         names = _field_names(known.model)
         for element in known.elements:
@@ -150,11 +285,62 @@ def test_every_known_element_is_a_field_of_its_model():
                 assert known.model.get_resource_type() == known.name, known.name
                 continue
             assert element in names, f"{known.name}.{element} is no field of {known.model.__name__}"
-        for element in known.required | frozenset().union(*known.choices):
+        for element in known.required | frozenset().union(*known.choices, *known.one_required):
             assert element in known.elements, f"{known.name}.{element}"
 
 
+def test_the_model_requires_what_the_reader_requires():
+    """Every element and [x] group fhir.resources requires is required by the reader too (a resource without it
+    is declined, not read as a checked tree the model would refuse)."""
+    for known in KNOWN_TYPES:
+        model = known.model
+        names = _field_names(model)
+        required = {field.alias or name for name, field in model.model_fields.items() if field.is_required()}
+        construct = model.model_construct()
+        required |= {names.get(element, element) for element, _ext in construct.get_required_fields()}
+        assert required <= known.required, (known.name, required - known.required)
+        one_of_many = construct.get_one_of_many_fields() if hasattr(construct, "get_one_of_many_fields") else {}
+        for stem, group in one_of_many.items():
+            mandatory = any((model.model_fields[n].json_schema_extra or {}).get("one_of_many_required")
+                            for n in group)
+            ours = frozenset(group) & known.elements.keys()
+            if mandatory and ours:
+                assert ours in known.one_required, (known.name, stem)
+            elif len(ours) > 1:
+                assert ours in known.choices or ours in known.one_required, (known.name, stem)
+
+
 # --- 2. the corpus ------------------------------------------------------------------------------------------------
+
+def _typed_corpus(rtype: str) -> dict[str, list[tuple[dict[str, Any], dict[str, Any]]]]:
+    bench = aml_record(1_000)
+    corpus = {"fixtures": _resources([FIXTURES], rtype),
+              "bench": [(r, _medications(bench)) for r in bench if r.get("resourceType") == rtype]}
+    if SYNTHEA.is_dir():
+        corpus["synthea"] = _resources(sorted(SYNTHEA.glob("*.json")), rtype)
+    return corpus
+
+
+@pytest.mark.parametrize("rtype", OTHER_TYPES)
+def test_corpus_of_the_other_types_keeps_the_promise_and_mostly_takes_the_fast_path(rtype):
+    """(a) and (b) on every resource of the type in the corpus, and at least 90% of them accepted."""
+    totals = {"accepted": 0, "declined": 0}
+    for name, resources in _typed_corpus(rtype).items():
+        counts = {"accepted": 0, "declined": 0}
+        for raw, medications in resources:
+            counts[_verdict(raw, medications)] += 1
+        print(f"{name}: {len(resources)} {rtype}, {counts['accepted']} accepted, {counts['declined']} declined")
+        for k in totals:
+            totals[k] += counts[k]
+    print(f"corpus {rtype}: {totals}")
+    assert totals["accepted"] > 0, totals
+    assert totals["accepted"] >= 0.90 * (totals["accepted"] + totals["declined"]), totals
+
+
+def test_the_hand_made_resources_are_accepted():
+    """The mutations of the other types also start from these: they must be on the fast path."""
+    for raw in HANDMADE:
+        assert _verdict(raw) == "accepted", raw
 
 def _corpus() -> dict[str, list[dict[str, Any]]]:
     corpus = {"fixtures": FIXTURE_OBSERVATIONS,
@@ -205,7 +391,11 @@ def _set(root: Any, path: tuple, value: Any) -> None:
 ELEMENT_NAMES = sorted({name for t in KNOWN_TYPES for name in t.elements})
 OTHER_NAMES = ["extension", "modifierExtension", "_status", "_valueString", "text", "contained", "valueRatio",
                "valuePeriod", "valueDateTime", "valueTime", "valueSampledData", "effectiveTiming", "language",
-               "implicitRules", "fhir_comments", "value_quantity", "resource_type", "Status", ""]
+               "implicitRules", "fhir_comments", "value_quantity", "resource_type", "Status", "", "onsetAge",
+               "onsetRange", "abatementAge", "abatementBoolean", "performedAge", "performedRange", "rateRatio",
+               "protocolApplied", "education", "reaction", "timing", "doseAndRate", "_occurrenceDateTime",
+               "_category", "medication", "effectiveInstant", "stage", "summary", "manifestation", "patient",
+               "subject", "occurrenceString", "performedString"]
 TRICKY_STRINGS = [
     "", " ", "  ", "\t", "\n", "\r\n", "\x00", "\x1c", "\x1f", "\x7f", "\x85", "\xa0", "\u1680", "\u2000", "\u2028",
     "\u2029", "\u202f", "\u3000", "\ufeff", "\u200b", "a b", "a  b", "a\tb", " a", "a ", "a\nb", "é", "\U0001f600",
@@ -230,15 +420,34 @@ JSON_VALUES = st.recursive(
     st.one_of(st.none(), _strings, _numbers),
     lambda kids: st.one_of(st.lists(kids, max_size=3), st.dictionaries(_keys, kids, max_size=3)),
     max_leaves=6)
-# Subtrees of real Observations: well-formed values put where they do not belong (or where they do).
-DONORS = list({orjson.dumps(_get(o, p)): _get(o, p) for o in SAMPLE for p in _paths(o)[1:]}.values())
-# The same, by the element they are found under: another real value of the same element (often accepted).
-_BY_KEY: dict[str, dict[bytes, Any]] = {}
-for _o in SAMPLE:
-    for _p in _paths(_o)[1:]:
-        if isinstance(_p[-1], str):
-            _BY_KEY.setdefault(_p[-1], {})[orjson.dumps(_get(_o, _p))] = _get(_o, _p)
-DONORS_BY_KEY = {key: list(values.values()) for key, values in _BY_KEY.items()}
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Where mutations start (``samples``, by group: a group is drawn first, so each type is mutated as often)
+    and what they graft: subtrees of real resources, well-formed values
+    put where they do not belong or where they do (``donors``), and the same by the element they are found under:
+    another real value of the same element, often accepted (``by_key``)."""
+
+    samples: list[list[dict[str, Any]]]
+    donors: list[Any]
+    by_key: dict[str, list[Any]]
+
+
+def _pool(samples: list[list[dict[str, Any]]], donor_sources: list[dict[str, Any]]) -> Pool:
+    donors = list({orjson.dumps(_get(o, p)): _get(o, p) for o in donor_sources for p in _paths(o)[1:]}.values())
+    by_key: dict[str, dict[bytes, Any]] = {}
+    for o in donor_sources:
+        for p in _paths(o)[1:]:
+            if isinstance(p[-1], str):
+                by_key.setdefault(p[-1], {})[orjson.dumps(_get(o, p))] = _get(o, p)
+    return Pool(samples, donors, {key: list(values.values()) for key, values in by_key.items()})
+
+
+OBSERVATION_POOL = _pool([SAMPLE], SAMPLE)
+# The other types, grafted with subtrees of every type (a Period from an Observation into a Procedure...).
+OTHER_POOL = _pool([[r for r in OTHER_SAMPLE if r["resourceType"] == rtype] for rtype in OTHER_TYPES],
+                   OTHER_SAMPLE + SAMPLE)
 
 
 @st.composite
@@ -282,8 +491,8 @@ MUTATIONS = ["replace", "tweak", "tweak", "tweak", "donor", "same", "same", "del
 
 
 @st.composite
-def mutated_observations(draw: st.DrawFn) -> Any:
-    raw = copy.deepcopy(draw(st.sampled_from(SAMPLE)))
+def mutated(draw: st.DrawFn, pool: Pool) -> Any:
+    raw = copy.deepcopy(draw(st.sampled_from(draw(st.sampled_from(pool.samples)))))
     for _ in range(draw(st.sampled_from([1, 1, 1, 2, 3]))):
         if not isinstance(raw, dict):
             break
@@ -292,7 +501,7 @@ def mutated_observations(draw: st.DrawFn) -> Any:
         if kind == "add":
             path = draw(st.sampled_from([p for p in paths if isinstance(_get(raw, p), dict)] or [()]))
             key = draw(_keys)
-            value = draw(st.one_of(JSON_VALUES, st.sampled_from(DONORS)))
+            value = draw(st.one_of(JSON_VALUES, st.sampled_from(pool.donors)))
             if isinstance(_get(raw, path), dict):
                 _get(raw, path)[key] = copy.deepcopy(value)
             note(f"add {path} {key!r} = {value!r}")
@@ -300,7 +509,7 @@ def mutated_observations(draw: st.DrawFn) -> Any:
         if kind == "tweak":  # a leaf: a string or a number
             paths = [p for p in paths if isinstance(_get(raw, p), (str, int, float))] or paths
         elif kind == "same":  # an element another Observation has too
-            paths = [p for p in paths if p and p[-1] in DONORS_BY_KEY] or paths
+            paths = [p for p in paths if p and p[-1] in pool.by_key] or paths
         path = draw(st.sampled_from(paths[1:] if paths[0] == () else paths))
         old = _get(raw, path)
         parent = _get(raw, path[:-1])
@@ -309,9 +518,9 @@ def mutated_observations(draw: st.DrawFn) -> Any:
         elif kind == "tweak":
             new = draw(_tweaked(old))
         elif kind == "donor":
-            new = copy.deepcopy(draw(st.sampled_from(DONORS)))
+            new = copy.deepcopy(draw(st.sampled_from(pool.donors)))
         elif kind == "same":
-            new = copy.deepcopy(draw(st.sampled_from(DONORS_BY_KEY.get(path[-1], DONORS))))
+            new = copy.deepcopy(draw(st.sampled_from(pool.by_key.get(path[-1], pool.donors))))
         elif kind == "wrap":
             new = [old]
         elif kind == "unwrap":
@@ -336,7 +545,7 @@ VERDICTS: dict[str, int] = {}
 
 
 @SETTINGS
-@given(mutated_observations())
+@given(mutated(OBSERVATION_POOL))
 def test_mutations_keep_the_promise(raw):
     """(a) + (b) on every accepted mutation: a fhir-invalid mutation is never accepted; none makes it raise."""
     verdict = _verdict(raw)
@@ -349,6 +558,30 @@ def test_mutations_were_accepted_and_declined():
         pytest.skip("run with test_mutations_keep_the_promise")
     print(f"mutations: {VERDICTS}")
     assert VERDICTS.get("accepted", 0) >= 30 and VERDICTS.get("declined", 0) >= 30, VERDICTS
+
+
+OTHER_VERDICTS: dict[tuple[str, str], int] = {}
+
+
+@settings(SETTINGS, max_examples=2_000)
+@given(mutated(OTHER_POOL))
+def test_mutations_of_the_other_types_keep_the_promise(raw):
+    """The same for Conditions, Procedures, MedicationAdministrations, Immunizations and AllergyIntolerances
+    (a mutation may also turn one into another type, or into none)."""
+    verdict = _verdict(raw)
+    rtype = raw.get("resourceType") if isinstance(raw, dict) else None
+    key = (rtype if isinstance(rtype, str) and rtype in RESOURCES else "other", verdict)
+    OTHER_VERDICTS[key] = OTHER_VERDICTS.get(key, 0) + 1
+
+
+def test_mutations_of_the_other_types_were_accepted_and_declined():
+    """Each of the other types had mutations accepted (promise checked) and declined."""
+    if not OTHER_VERDICTS:
+        pytest.skip("run with test_mutations_of_the_other_types_keep_the_promise")
+    print(f"mutations: {dict(sorted(OTHER_VERDICTS.items()))}")
+    for rtype in OTHER_TYPES:
+        assert OTHER_VERDICTS.get((rtype, "accepted"), 0) >= 10, (rtype, OTHER_VERDICTS)
+        assert OTHER_VERDICTS.get((rtype, "declined"), 0) >= 10, (rtype, OTHER_VERDICTS)
 
 
 # --- 4. single characters -----------------------------------------------------------------------------------------
