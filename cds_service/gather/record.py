@@ -1,7 +1,8 @@
 """One patient's record: the FHIR resources we read, parsed into typed models, and what could not be read.
 
 Parsing uses ``fhir.resources.R4B`` models (the package has no separate R4 models; R4B reads R4 JSON for these
-resource types), but for the Observations that ``gather.checked`` can vouch for: those it reads itself, with the
+resource types), but for the resources that ``gather.checked`` can vouch for (Observations, Conditions,
+Procedures, MedicationAdministrations, Immunizations and AllergyIntolerances): those it reads itself, with the
 same content, at a tenth of the cost (a long record is mostly Observations). A resource that fails validation is
 skipped and kept as a ``DataProblem`` with whatever codes could still be read from its raw JSON, so that a
 criterion that might have needed it becomes UNKNOWN instead of "none recorded". ``not_retrieved`` names the kinds
@@ -22,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cds_service.gather.checked import read_observation
+from cds_service.gather.checked import read_checked
 
 __all__ = ["PatientRecord", "DataProblem", "build_record", "RESOURCE_TYPES", "raw_codings", "KINDS", "relevant_to",
            "Relevance", "raw_effective", "observation_codings"]
@@ -407,9 +408,9 @@ def build_record(
     ``keep`` (optional) pre-selects resources from their raw JSON before the costly model validation; a
     resource it rejects is one no criterion could use. A ``Relevance`` with a date horizon also skips the
     Observations too old for every criterion that reads them (``Relevance.beyond_horizon``). Types the criteria
-    do not read are ignored. ``checked``: Observations are read by ``gather.checked`` when it can vouch for them
-    (the same content as the model, without the cost of validating it); False validates every resource with
-    fhir.resources (the plain path the tests compare with).
+    do not read are ignored. ``checked``: the resource types ``gather.checked`` knows (``read_checked``) are
+    read by it when it can vouch for them (the same content as the model, without the cost of validating it);
+    False validates every resource with fhir.resources (the plain path the tests compare with).
     """
     record = PatientRecord(patient_ref=patient_ref, not_retrieved=dict(not_retrieved or {}))
     selected: list[Mapping[str, Any]] = []
@@ -426,7 +427,7 @@ def build_record(
         """The model, or a DataProblem (cached: the date horizon may have parsed it already)."""
         key = id(raw)
         if key not in parsed:
-            view = read_observation(raw) if checked and raw["resourceType"] == "Observation" else None
+            view = read_checked(raw) if checked else None
             parsed[key] = view if view is not None else _parse(raw)
         return parsed[key]
 

@@ -722,22 +722,32 @@ def test_tricky_integers_are_declined_or_read_as_the_model_reads_them(value):
 
 # --- 7. build_record, checked or not --------------------------------------------------------------------------------
 
+def _nodes(record: Any) -> dict[str, int]:
+    """Checked nodes in a record, by resource type."""
+    counts = {rtype: sum(isinstance(r, JsonNode) for r in record.of_type(rtype)) for rtype in RESOURCES}
+    assert not isinstance(record.patient, JsonNode)
+    return {rtype: n for rtype, n in counts.items() if n}
+
+
 def test_build_record_checked_screens_as_plain_on_every_fixture_patient():
     knowledge = default_knowledge()
     assert len(FIXTURE_PATIENTS) >= 30
-    nodes = 0
+    nodes: dict[str, int] = {}
     for ref, resources in FIXTURE_PATIENTS:
         fast = build_record(ref, resources, checked=True)
         plain = build_record(ref, resources, checked=False)
         assert screen(fast, AT).to_json() == screen(plain, AT).to_json(), ref
-        assert not any(isinstance(o, JsonNode) for o in plain.of_type("Observation"))
-        nodes += sum(isinstance(o, JsonNode) for o in fast.of_type("Observation"))
+        assert fast.problems == plain.problems, ref
+        assert not _nodes(plain)
+        for rtype, n in _nodes(fast).items():
+            nodes[rtype] = nodes.get(rtype, 0) + n
         # And with the date horizon, which parses Observations through the checked reader too.
         keep = relevant_to(knowledge.tables, at=AT, rules=knowledge.rules)
         horizon_fast = build_record(ref, resources, keep=keep, checked=True)
         horizon_plain = build_record(ref, resources, keep=keep, checked=False)
         assert screen(horizon_fast, AT).to_json() == screen(horizon_plain, AT).to_json(), ref
-    assert nodes > 0
+    print(f"checked nodes in the fixture records: {nodes}")
+    assert set(nodes) == set(RESOURCES), nodes  # every checked type was read checked somewhere
 
 
 def test_build_record_checked_screens_as_plain_on_the_bench_record():
@@ -745,7 +755,24 @@ def test_build_record_checked_screens_as_plain_on_the_bench_record():
     fast = build_record("Patient/p1", resources, checked=True)
     plain = build_record("Patient/p1", resources, checked=False)
     assert screen(fast, AT).to_json() == screen(plain, AT).to_json()
-    assert sum(isinstance(o, JsonNode) for o in fast.of_type("Observation")) > 900
+    nodes = _nodes(fast)
+    assert nodes["Observation"] > 900 and nodes["MedicationAdministration"] == 17, nodes
+    assert set(nodes) == set(RESOURCES), nodes
+
+
+def test_build_record_checked_screens_as_plain_on_the_hand_made_resources():
+    """A NYHA class III stage on a heart-failure Condition (E10a reads the record's Condition objects), a
+    MedicationAdministration of a referenced Medication, and the rest: the same screening either way."""
+    patient = {"resourceType": "Patient", "id": "p1", "birthDate": "1970-05-01", "gender": "female"}
+    medication = {"resourceType": "Medication", "id": "med1", "code": {"coding": [
+        {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "3041", "display": "cytarabine"}]}}
+    resources = [patient, medication, *copy.deepcopy(HANDMADE)]
+    fast = build_record("Patient/p1", resources, checked=True)
+    plain = build_record("Patient/p1", resources, checked=False)
+    assert _nodes(fast) == {rtype: sum(r["resourceType"] == rtype for r in HANDMADE) for rtype in OTHER_TYPES}
+    fast_json, plain_json = screen(fast, AT).to_json(), screen(plain, AT).to_json()
+    assert fast_json == plain_json
+    assert "NYHA class 3 (stage)" in orjson.dumps(fast_json).decode()  # the stage was read
 
 
 # --- 8. what the checker declines still goes through fhir.resources --------------------------------------------------
@@ -779,6 +806,130 @@ def test_an_invalid_observation_is_still_a_data_problem(change):
     assert not record.of_type("Observation")
     [problem] = record.problems
     assert isinstance(problem, DataProblem) and problem.reference == "Observation/o1"
+
+
+_OTHER_BASES = {
+    "Condition": {"resourceType": "Condition", "id": "x1", "subject": _ME, "code": {"text": "x"},
+                  "onsetDateTime": "2026-01-02"},
+    "Procedure": {"resourceType": "Procedure", "id": "x1", "status": "completed", "subject": _ME,
+                  "code": {"text": "x"}, "performedDateTime": "2026-01-02"},
+    "MedicationAdministration": {"resourceType": "MedicationAdministration", "id": "x1", "status": "completed",
+                                 "subject": _ME, "medicationCodeableConcept": {"text": "x"},
+                                 "effectiveDateTime": "2026-01-02"},
+    "Immunization": {"resourceType": "Immunization", "id": "x1", "status": "completed", "patient": _ME,
+                     "vaccineCode": {"text": "x"}, "occurrenceDateTime": "2026-01-02"},
+    "AllergyIntolerance": {"resourceType": "AllergyIntolerance", "id": "x1", "patient": _ME, "code": {"text": "x"},
+                           "recordedDate": "2026-01-02"},
+}
+# Valid for fhir.resources, declined by the checked reader: the model reads them.
+_DECLINED_VALID = [
+    {"extension": [{"url": "http://example.org/x", "valueString": "y"}]}, {"text": {"status": "generated",
+                                                                              "div": "<div>x</div>"}},
+    {"contained": [{"resourceType": "Medication", "id": "m1", "code": {"text": "x"}}]}, {"language": "en"},
+    {"implicitRules": "http://example.org/rules"},
+    {"identifier": [{"value": "1", "assigner": {"display": "x"}}]}, {"meta": {"security": [{"code": "R"}],
+                                                                      "tag": [{"code": "t"}], "source": "#a",
+                                                                      "extension": []}},
+]
+_DECLINED_BY_TYPE = {
+    "Condition": [{"onsetAge": {"value": 40, "unit": "a", "system": "http://unitsofmeasure.org", "code": "a"},
+                   "onsetDateTime": None}, {"onsetDateTime": "2016-12-31T23:59:60Z"}],
+    "Procedure": [{"status": "done"}, {"performedRange": {"low": {"value": 1}}, "performedDateTime": None}],
+    "MedicationAdministration": [{"medicationReference": {"reference": "#m1"}, "medicationCodeableConcept": None},
+                                 {"dosage": {"rateRatio": {"numerator": {"value": 1}}}}],
+    "Immunization": [{"protocolApplied": [{"doseNumberPositiveInt": 1}]},
+                     {"occurrenceDateTime": "2016-12-31T23:59:60Z"}],
+    # fhir.resources takes a null in a list of primitives (its extension may sit in _category).
+    "AllergyIntolerance": [{"category": ["medication", "drug"]}, {"category": [None]},
+                           {"reaction": [{"manifestation": [{"text": "x"}], "severity": "bad"}]}],
+}
+# Invalid for fhir.resources too: data problems either way.
+_INVALID_BY_TYPE = {
+    "Condition": [{"subject": None}, {"onsetDateTime": "2026-02-30"}, {"onsetString": "x"}, {"code": []}],
+    "Procedure": [{"status": None}, {"performedDateTime": "2026-01-02T10:00"}, {"performedString": "x"}],
+    "MedicationAdministration": [{"effectiveDateTime": None}, {"medicationReference": {"reference": "Medication/m"}},
+                                 {"status": ""}],
+    "Immunization": [{"occurrenceDateTime": None}, {"occurrenceString": "x"}, {"vaccineCode": None},
+                     {"expirationDate": "2027-02-30"}],
+    "AllergyIntolerance": [{"patient": None}, {"reaction": [{"severity": "mild"}]}, {"category": "food"}],
+}
+
+
+def _with(rtype: str, change: dict[str, Any]) -> dict[str, Any]:
+    raw = {**copy.deepcopy(_OTHER_BASES[rtype]), **copy.deepcopy(change)}
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def _record_with(resource: dict[str, Any]):
+    patient = {"resourceType": "Patient", "id": "p1", "birthDate": "1970-05-01", "gender": "female"}
+    return build_record("Patient/p1", [patient, resource], checked=True)
+
+
+@pytest.mark.parametrize("rtype", OTHER_TYPES)
+def test_the_other_types_base_resources_are_read_checked(rtype):
+    raw = _with(rtype, {})
+    assert _verdict(raw) == "accepted"
+    [res] = _record_with(raw).of_type(rtype)
+    assert isinstance(res, JsonNode) and type(res).__name__ == rtype
+
+
+@pytest.mark.parametrize("rtype, change", [(rtype, change) for rtype in OTHER_TYPES
+                                           for change in _DECLINED_VALID + _DECLINED_BY_TYPE[rtype]])
+def test_a_declined_resource_of_the_other_types_is_still_a_model(rtype, change):
+    raw = _with(rtype, change)
+    assert read_checked(raw) is None
+    record = _record_with(raw)
+    assert not record.problems, record.problems
+    [res] = record.of_type(rtype)
+    assert isinstance(res, RESOURCES[rtype].model) and not isinstance(res, JsonNode)
+
+
+@pytest.mark.parametrize("rtype, change", [(rtype, change) for rtype in OTHER_TYPES
+                                           for change in _INVALID_BY_TYPE[rtype]])
+def test_an_invalid_resource_of_the_other_types_is_still_a_data_problem(rtype, change):
+    raw = _with(rtype, change)
+    assert read_checked(raw) is None
+    record = _record_with(raw)
+    assert not record.of_type(rtype)
+    [problem] = record.problems
+    assert problem.reference == f"{rtype}/x1"
+
+
+@pytest.mark.parametrize("raw", [
+    {"resourceType": "Patient", "id": "p1"}, {"resourceType": "Medication", "id": "m1", "code": {"text": "x"}},
+    {"resourceType": "DiagnosticReport", "id": "d1", "status": "final", "code": {"text": "x"}},
+    {"resourceType": "MedicationStatement", "id": "s1", "status": "active", "subject": _ME,
+     "medicationCodeableConcept": {"text": "x"}},
+    {"resourceType": ["Condition"]}, {"resourceType": {"a": 1}}, {"resourceType": None}, {}, [], "Condition", None,
+], ids=repr)
+def test_read_checked_leaves_the_other_resource_types_to_fhir_resources(raw):
+    assert read_checked(raw) is None
+
+
+@pytest.mark.parametrize("field", ["Condition.onsetDateTime", "Condition.recordedDate",
+                                   "Condition.abatementPeriod.end", "Procedure.performedDateTime",
+                                   "MedicationAdministration.effectiveDateTime", "Immunization.occurrenceDateTime",
+                                   "Immunization.expirationDate", "AllergyIntolerance.recordedDate",
+                                   "AllergyIntolerance.onsetDateTime"])
+@pytest.mark.parametrize("value", DATES)
+def test_tricky_dates_of_the_other_types_are_declined_or_read_as_the_model_reads_them(field, value):
+    rtype, *path = field.split(".")
+    raw = _with(rtype, {})
+    if path == ["abatementPeriod", "end"]:
+        raw["abatementPeriod"] = {"end": value}
+    else:
+        raw[path[0]] = value
+    verdict = _verdict(raw)  # same type and value, element by element
+    if field != "Immunization.expirationDate" and ("effectiveDateTime", value) in ACCEPTED_DATES:
+        assert verdict == "accepted"
+    if field == "Immunization.expirationDate" and value in ("2026", "2026-02", "2026-02-28", "2024-02-29"):
+        assert verdict == "accepted"
+    if verdict == "accepted":
+        model = RESOURCES[rtype].model.model_validate(raw)
+        v, m = read_checked(raw), model
+        for step in path:
+            v, m = getattr(v, step), getattr(m, step)
+        assert type(v) is type(m) and v == m, (v, m)
 
 
 @pytest.mark.parametrize("change", [{"valueString": ["a"]}, {"code": {"text": {"a": 1}}}, {"id": ["o1"]},
