@@ -64,9 +64,11 @@ class _Decline(Exception):
 _CODE = re.compile(r"[!-~]+( [!-~]+)*")  # fhir_core Code: "^[^\s]+(\s[^\s]+)*$"
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # fhir_core Id allows 255 characters; FHIR R4 says 64
 _URI = re.compile(r"[!-~]+")  # fhir_core Uri: "\S*" (even empty)
-# fhir_core String: "[ \r\n\t\S]+" searched anywhere in the value; control characters are declined too.
+# fhir_core String: "[ \r\n\t\S]+" searched anywhere in the value; control characters are declined too, and lone
+# surrogates (json.loads makes them from "\ud800"; pydantic refuses them as no valid unicode string; orjson, which
+# the service parses with, refuses them already).
 _STRING = re.compile(r"[ \r\n\t\S]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
 _ZONE = r"(Z|[+\-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
 # fhir_core DateTime / Instant, narrowed: no leap second (fhir_core keeps it as a string) and at most 6

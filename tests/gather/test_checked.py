@@ -10,7 +10,9 @@ generated mutations of fixture resources, on every single character, on tricky d
 Two disagreements these tests found are pinned by regression tests below: a list or object where a string is
 expected (``{"valueString": ["a"]}``) made ``read_observation`` raise ``TypeError: unhashable type``, and an
 integer decimal too large for a float (``10**309``) was accepted, so ``observation_fact`` raised OverflowError on
-the checked tree where the model's Decimal gives ``inf``.
+the checked tree where the model's Decimal gives ``inf``. A third, found by the mutations of the other types: a lone
+surrogate (``"\ud800"``, which json.loads makes; orjson refuses it) was accepted in a string where pydantic refuses
+it as no valid unicode string.
 """
 
 from __future__ import annotations
@@ -614,6 +616,19 @@ def test_every_character_the_string_reader_takes_is_a_valid_fhir_string():
     print(f"string reader: {accepted} accepted")
     assert not wrong, [hex(ord(v.strip(" ") or " ")) for v in wrong[:20]]
     assert accepted > 60_000  # what it declines are whitespace and control characters only
+
+
+def test_a_lone_surrogate_is_declined_in_every_string():
+    """Regression: "\ud800Relapsing..." in a Coding.display was accepted; pydantic refuses it."""
+    for code_point in range(0xD800, 0xE000):
+        char = chr(code_point)
+        for reader in (checked._string, checked._term, checked._code, checked._uri, checked._id):
+            assert not _accepts(reader, char) and not _accepts(reader, f"a{char}b"), (reader, hex(code_point))
+    for raw in (_with("Condition", {"code": {"coding": [{"system": _SNOMED, "code": "1", "display": "\ud800x"}]}}),
+                {**copy.deepcopy(_BASE), "note": [{"text": "x\udfff"}]}):
+        assert _verdict(raw) == "declined"
+        with pytest.raises(ValidationError):
+            RESOURCES[raw["resourceType"]].model.model_validate(raw)
 
 
 @pytest.mark.parametrize("reader, element", [(checked._code, "code"), (checked._uri, "system")])
