@@ -10,9 +10,9 @@ instants converted the way ``fhir_core`` converts them, so ``facts.clinical.obse
 fact from either.
 
 ``read_checked`` does the same for every type in ``RESOURCES``: Observation, Condition, Procedure,
-MedicationAdministration, Immunization and AllergyIntolerance (the root node's class is named as its
-resourceType, which ``facts.medications.medication_fact`` reads). Patient (its extensions are read), Medication,
-DiagnosticReport, MedicationStatement and MedicationRequest are left to ``fhir.resources``.
+MedicationAdministration, Immunization, AllergyIntolerance, MedicationRequest and MedicationStatement (the root
+node's class is named as its resourceType, which ``facts.medications.medication_fact`` reads). Patient (its
+extensions are read), Medication and DiagnosticReport are left to ``fhir.resources``.
 
 Anything else (an extension, a narrative, a leap second, a Ratio value, a reference to a contained resource, an
 empty string...) is declined: the reader returns None and the caller validates the resource with
@@ -420,15 +420,79 @@ ALLERGY_INTOLERANCE = _resource("AllergyIntolerance", {
     "note": [ANNOTATION], "reaction": [ALLERGY_REACTION],
 }, required=("patient",), choices=(_ONSET,))
 
+# Dosage and Timing (MedicationRequest, MedicationStatement) ---------------------------------------------------
+# What facts.medications reads (doseAndRate.doseQuantity, timing.repeat frequency / period / periodUnit /
+# boundsPeriod) and the plain elements around it; a Duration, a Ratio or a time of day is declined.
+_UNITS_OF_TIME = ("s", "min", "h", "d", "wk", "mo", "a")
+TIMING_REPEAT = _type("TimingRepeat", "timing.TimingRepeat", {
+    "boundsPeriod": PERIOD, "boundsRange": RANGE, "count": _positive_int, "countMax": _positive_int,
+    "duration": _decimal, "durationMax": _decimal, "durationUnit": _one_of(*_UNITS_OF_TIME),
+    "frequency": _positive_int, "frequencyMax": _positive_int, "period": _decimal, "periodMax": _decimal,
+    "periodUnit": _one_of(*_UNITS_OF_TIME), "dayOfWeek": [_one_of("mon", "tue", "wed", "thu", "fri", "sat", "sun")],
+    "when": [_code], "offset": _unsigned_int,
+}, choices=(("boundsPeriod", "boundsRange"),))
+TIMING = _type("Timing", "timing.Timing", {"event": [_date_time], "repeat": TIMING_REPEAT, "code": CODEABLE_CONCEPT})
+DOSE_AND_RATE = _type("DosageDoseAndRate", "dosage.DosageDoseAndRate", {
+    "type": CODEABLE_CONCEPT, "doseRange": RANGE, "doseQuantity": SIMPLE_QUANTITY, "rateRange": RANGE,
+    "rateQuantity": SIMPLE_QUANTITY,
+}, choices=(("doseRange", "doseQuantity"), ("rateRange", "rateQuantity")))
+DOSAGE = _type("Dosage", "dosage.Dosage", {
+    "sequence": _integer, "text": _string, "additionalInstruction": [CODEABLE_CONCEPT],
+    "patientInstruction": _string, "timing": TIMING, "asNeededBoolean": _boolean,
+    "asNeededCodeableConcept": CODEABLE_CONCEPT, "site": CODEABLE_CONCEPT, "route": CODEABLE_CONCEPT,
+    "method": CODEABLE_CONCEPT, "doseAndRate": [DOSE_AND_RATE], "maxDosePerAdministration": SIMPLE_QUANTITY,
+    "maxDosePerLifetime": SIMPLE_QUANTITY,
+}, choices=(("asNeededBoolean", "asNeededCodeableConcept"),))
+
+# MedicationRequest -------------------------------------------------------------------------------------------
+DISPENSE_REQUEST = _type("MedicationRequestDispenseRequest", "medicationrequest.MedicationRequestDispenseRequest", {
+    "validityPeriod": PERIOD, "numberOfRepeatsAllowed": _unsigned_int, "quantity": SIMPLE_QUANTITY,
+    "performer": REFERENCE})
+SUBSTITUTION = _type("MedicationRequestSubstitution", "medicationrequest.MedicationRequestSubstitution", {
+    "allowedBoolean": _boolean, "allowedCodeableConcept": CODEABLE_CONCEPT, "reason": CODEABLE_CONCEPT,
+}, one_required=(("allowedBoolean", "allowedCodeableConcept"),))
+MEDICATION_REQUEST = _resource("MedicationRequest", {
+    "status": _one_of("active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped", "draft",
+                      "unknown"),
+    "statusReason": CODEABLE_CONCEPT,
+    "intent": _one_of("proposal", "plan", "order", "original-order", "reflex-order", "filler-order",
+                      "instance-order", "option"),
+    "category": [CODEABLE_CONCEPT], "priority": _one_of("routine", "urgent", "asap", "stat"),
+    "doNotPerform": _boolean, "reportedBoolean": _boolean, "reportedReference": REFERENCE,
+    "medicationCodeableConcept": CODEABLE_CONCEPT, "medicationReference": REFERENCE, "subject": REFERENCE,
+    "encounter": REFERENCE, "supportingInformation": [REFERENCE], "authoredOn": _date_time, "requester": REFERENCE,
+    "performer": REFERENCE, "performerType": CODEABLE_CONCEPT, "recorder": REFERENCE,
+    "reasonCode": [CODEABLE_CONCEPT], "reasonReference": [REFERENCE], "instantiatesUri": [_uri],
+    "basedOn": [REFERENCE], "groupIdentifier": IDENTIFIER, "courseOfTherapyType": CODEABLE_CONCEPT,
+    "insurance": [REFERENCE], "note": [ANNOTATION], "dosageInstruction": [DOSAGE],
+    "dispenseRequest": DISPENSE_REQUEST, "substitution": SUBSTITUTION, "priorPrescription": REFERENCE,
+    "detectedIssue": [REFERENCE], "eventHistory": [REFERENCE],
+}, required=("status", "intent", "subject"), choices=(("reportedBoolean", "reportedReference"),),
+    one_required=(_MEDICATION,))
+
+# MedicationStatement -----------------------------------------------------------------------------------------
+MEDICATION_STATEMENT = _resource("MedicationStatement", {
+    "basedOn": [REFERENCE], "partOf": [REFERENCE],
+    "status": _one_of("active", "completed", "entered-in-error", "intended", "stopped", "on-hold", "unknown",
+                      "not-taken"),
+    "statusReason": [CODEABLE_CONCEPT], "category": CODEABLE_CONCEPT, "medicationCodeableConcept": CODEABLE_CONCEPT,
+    "medicationReference": REFERENCE, "subject": REFERENCE, "context": REFERENCE, "effectiveDateTime": _date_time,
+    "effectivePeriod": PERIOD, "dateAsserted": _date_time, "informationSource": REFERENCE,
+    "derivedFrom": [REFERENCE], "reasonCode": [CODEABLE_CONCEPT], "reasonReference": [REFERENCE],
+    "note": [ANNOTATION], "dosage": [DOSAGE],
+}, required=("status", "subject"), choices=(_EFFECTIVE,), one_required=(_MEDICATION,))
+
 # Every checked type, with the fhir.resources R4B class it stands for (a test proves each element exists there).
 KNOWN_TYPES: tuple[_Type, ...] = (
     CODING, CODEABLE_CONCEPT, QUANTITY, SIMPLE_QUANTITY, RANGE, PERIOD, REFERENCE, IDENTIFIER, META, ANNOTATION,
     REFERENCE_RANGE, COMPONENT, OBSERVATION, CONDITION_STAGE, CONDITION_EVIDENCE, CONDITION, PROCEDURE_PERFORMER,
     PROCEDURE, ADMINISTRATION_PERFORMER, ADMINISTRATION_DOSAGE, MEDICATION_ADMINISTRATION, IMMUNIZATION_PERFORMER,
-    IMMUNIZATION, ALLERGY_REACTION, ALLERGY_INTOLERANCE)
+    IMMUNIZATION, ALLERGY_REACTION, ALLERGY_INTOLERANCE, TIMING_REPEAT, TIMING, DOSE_AND_RATE, DOSAGE,
+    DISPENSE_REQUEST, SUBSTITUTION, MEDICATION_REQUEST, MEDICATION_STATEMENT)
 # The resource types the checked reader reads, by resourceType.
 RESOURCES: dict[str, _Type] = {t.name: t for t in (OBSERVATION, CONDITION, PROCEDURE, MEDICATION_ADMINISTRATION,
-                                                    IMMUNIZATION, ALLERGY_INTOLERANCE)}
+                                                    IMMUNIZATION, ALLERGY_INTOLERANCE, MEDICATION_REQUEST,
+                                                    MEDICATION_STATEMENT)}
 
 
 def read_observation(raw: Mapping[str, Any]) -> JsonNode | None:

@@ -1,13 +1,12 @@
 """One patient's record: the FHIR resources we read, parsed into typed models, and what could not be read.
 
 Parsing uses ``fhir.resources.R4B`` models (the package has no separate R4 models; R4B reads R4 JSON for these
-resource types), but for the resources that ``gather.checked`` can vouch for (Observations, Conditions,
-Procedures, MedicationAdministrations, Immunizations and AllergyIntolerances): those it reads itself, with the
-same content, at a tenth of the cost (a long record is mostly Observations). A resource that fails validation is
-skipped and kept as a ``DataProblem`` with whatever codes could still be read from its raw JSON, so that a
-criterion that might have needed it becomes UNKNOWN instead of "none recorded". ``not_retrieved`` names the kinds
-of data that could not be fetched at all (failed or refused queries); criteria that depend on them are UNKNOWN,
-never "none recorded".
+resource types), but for the resources that ``gather.checked`` can vouch for (all but Patients, Medications and
+DiagnosticReports: ``checked.RESOURCES``): those it reads itself, with the same content, at a tenth of the cost (a
+long record is mostly Observations). A resource that fails validation is skipped and kept as a ``DataProblem``
+with whatever codes could still be read from its raw JSON, so that a criterion that might have needed it becomes
+UNKNOWN instead of "none recorded". ``not_retrieved`` names the kinds of data that could not be fetched at all
+(failed or refused queries); criteria that depend on them are UNKNOWN, never "none recorded".
 
 Building a record does no I/O.
 """

@@ -107,7 +107,8 @@ FIXTURE_OBSERVATIONS = _observations([FIXTURES])
 # Distinct fixture Observations, the starting points of the mutations.
 SAMPLE = _distinct(FIXTURE_OBSERVATIONS)
 # The other checked resource types.
-OTHER_TYPES = ("Condition", "Procedure", "MedicationAdministration", "Immunization", "AllergyIntolerance")
+OTHER_TYPES = ("Condition", "Procedure", "MedicationAdministration", "Immunization", "AllergyIntolerance",
+               "MedicationRequest", "MedicationStatement")
 # A Medication the mutated MedicationAdministrations may reference (Medication/med1).
 MEDICATIONS = _medications([{"resourceType": "Medication", "id": "med1", "code": {"coding": [
     {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "3041", "display": "cytarabine"}]}}])
@@ -182,6 +183,47 @@ HANDMADE: list[dict[str, Any]] = [
                                              "code": "723"}]},
                    "manifestation": [{"text": "urticaria"}], "description": "rash", "onset": "2024-05-03",
                    "severity": "mild", "exposureRoute": {"text": "oral"}, "note": [{"text": "settled"}]}]},
+    {"resourceType": "MedicationRequest", "id": "mr1", "status": "active", "intent": "order", "subject": _ME,
+     "identifier": [{"system": "urn:oid:1.2.3", "value": "rx-1"}], "category": [{"text": "outpatient"}],
+     "priority": "routine", "reportedBoolean": False, "medicationReference": {"reference": "Medication/med1"},
+     "encounter": {"reference": "Encounter/e1"}, "authoredOn": "2026-08-11T09:30:00+02:00",
+     "requester": {"reference": "Practitioner/pr1"}, "reasonCode": [{"text": "AML"}], "note": [{"text": "x"}],
+     "courseOfTherapyType": {"text": "continuous"}, "groupIdentifier": {"value": "g1"},
+     "dosageInstruction": [{"sequence": 1, "text": "2 x 100 mg daily", "patientInstruction": "with food",
+                            "additionalInstruction": [{"text": "with food"}], "asNeededBoolean": False,
+                            "route": {"text": "oral"}, "method": {"text": "swallow"}, "site": {"text": "mouth"},
+                            "timing": {"event": ["2026-08-11"], "code": {"text": "BID"},
+                                       "repeat": {"boundsPeriod": {"start": "2026-08-11"}, "frequency": 2,
+                                                  "frequencyMax": 3, "period": 1, "periodMax": 1.5,
+                                                  "periodUnit": "d", "count": 28, "duration": 0.5,
+                                                  "durationUnit": "h", "dayOfWeek": ["mon", "thu"],
+                                                  "when": ["MORN", "EVE"], "offset": 30}},
+                            "doseAndRate": [{"type": {"text": "ordered"},
+                                             "doseQuantity": {"value": 100, "unit": "mg",
+                                                              "system": "http://unitsofmeasure.org", "code": "mg"},
+                                             "rateRange": {"low": {"value": 1}, "high": {"value": 2}}}],
+                            "maxDosePerAdministration": {"value": 200, "unit": "mg"}}],
+     "dispenseRequest": {"validityPeriod": {"start": "2026-08-11", "end": "2026-09-11"},
+                         "numberOfRepeatsAllowed": 0, "quantity": {"value": 56}, "performer": {"display": "x"}},
+     "substitution": {"allowedBoolean": True, "reason": {"text": "x"}}},
+    {"resourceType": "MedicationRequest", "id": "mr2", "status": "on-hold", "intent": "plan", "subject": _ME,
+     "medicationCodeableConcept": {"text": "prednisone"}, "reportedReference": {"reference": "Patient/p1"},
+     "dosageInstruction": [{"asNeededCodeableConcept": {"text": "pain"}, "timing": {"repeat": {
+         "boundsRange": {"low": {"value": 1}}, "frequency": 1, "period": 8, "periodUnit": "h"}},
+         "doseAndRate": [{"doseRange": {"low": {"value": 5, "unit": "mg"}}}]}],
+     "dispenseRequest": {"validityPeriod": {"end": "2026-09-11"}},
+     "substitution": {"allowedCodeableConcept": {"text": "no"}}},
+    {"resourceType": "MedicationStatement", "id": "ms1", "status": "active", "subject": _ME,
+     "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                               "code": "8640", "display": "prednisone"}]},
+     "effectivePeriod": {"start": "2026-08-01"}, "dateAsserted": "2026-09-01T10:00:00Z",
+     "informationSource": {"reference": "Patient/p1"}, "category": {"text": "community"},
+     "reasonCode": [{"text": "GvHD"}], "derivedFrom": [{"reference": "MedicationRequest/mr1"}],
+     "statusReason": [{"text": "x"}], "note": [{"text": "x"}],
+     "dosage": [{"timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+                 "doseAndRate": [{"doseQuantity": {"value": 20, "unit": "mg"}}]}]},
+    {"resourceType": "MedicationStatement", "id": "ms2", "status": "completed", "subject": _ME,
+     "medicationReference": {"reference": "Medication/med1"}, "effectiveDateTime": "2025-03"},
     {"resourceType": "AllergyIntolerance", "id": "al2", "patient": _ME, "code": {"text": "penicillin"},
      "onsetString": "as a child", "verificationStatus": {"coding": [
          {"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification", "code": "refuted"}]}},
@@ -328,6 +370,9 @@ def test_corpus_of_the_other_types_keeps_the_promise_and_mostly_takes_the_fast_p
     """(a) and (b) on every resource of the type in the corpus, and at least 90% of them accepted."""
     totals = {"accepted": 0, "declined": 0}
     for name, resources in _typed_corpus(rtype).items():
+        if not resources:
+            print(f"{name}: no {rtype}")
+            continue
         counts = {"accepted": 0, "declined": 0}
         for raw, medications in resources:
             counts[_verdict(raw, medications)] += 1
@@ -335,8 +380,9 @@ def test_corpus_of_the_other_types_keeps_the_promise_and_mostly_takes_the_fast_p
         for k in totals:
             totals[k] += counts[k]
     print(f"corpus {rtype}: {totals}")
-    assert totals["accepted"] > 0, totals
     assert totals["accepted"] >= 0.90 * (totals["accepted"] + totals["declined"]), totals
+    if rtype != "MedicationStatement":  # no corpus has one: the hand-made ones and the mutations test it
+        assert totals["accepted"] > 0, totals
 
 
 def test_the_hand_made_resources_are_accepted():
@@ -472,16 +518,20 @@ def _tweaked(draw: st.DrawFn, value: Any) -> Any:
         return value.upper()
     if type(value) in (int, float):
         how = draw(st.sampled_from(["str", "neg", "float", "int", "scale", "bool"]))
-        if how == "str":
-            return str(value)
-        if how == "neg":
-            return -value
-        if how == "float":
-            return float(value)
-        if how == "int":
-            return int(value) if math.isfinite(value) else 0
-        if how == "scale":
-            return value * 10 ** draw(st.integers(-12, 40))
+        scale = draw(st.integers(-12, 40)) if how == "scale" else 0
+        try:  # (an int tweaked twice may be too large for a float: then it stays as it is)
+            if how == "str":
+                return str(value)
+            if how == "neg":
+                return -value
+            if how == "float":
+                return float(value)
+            if how == "int":
+                return int(value) if type(value) is int or math.isfinite(value) else 0
+            if how == "scale":
+                return value * 10 ** scale
+        except OverflowError:
+            return value
         return bool(value)
     return draw(JSON_VALUES)
 
@@ -716,6 +766,32 @@ def test_tricky_decimals_are_declined_or_read_as_the_model_reads_them(where, val
         assert observation_fact(view).quantity is not None or where != "valueQuantity"
 
 
+@pytest.mark.parametrize("value", DECIMALS, ids=repr)
+@pytest.mark.parametrize("where", ["period", "duration", "doseQuantity"])
+def test_tricky_decimals_in_a_dosage_are_declined_or_read_as_the_model_reads_them(where, value):
+    """Timing.repeat.period and duration, Dosage.doseAndRate.doseQuantity.value: the dose and doses per day
+    medication_fact computes from them (or what it raises) are the same."""
+    raw = _with("MedicationRequest", {})
+    dosage = raw["dosageInstruction"][0]
+    if where == "doseQuantity":
+        dosage["doseAndRate"][0]["doseQuantity"]["value"] = value
+    else:
+        dosage["timing"]["repeat"][where] = value
+    verdict = _verdict(raw)
+    if any(type(value) is type(v) and value == v for v in ACCEPTED_DECIMALS):
+        assert verdict == "accepted"
+
+
+@pytest.mark.parametrize("value", [0, 1, 2 ** 31 - 1, 2 ** 31, -1, True, 1.0, "1", None], ids=repr)
+@pytest.mark.parametrize("where", ["frequency", "count", "offset"])
+def test_tricky_positive_and_unsigned_ints_are_declined_or_read_as_the_model_reads_them(where, value):
+    raw = _with("MedicationRequest", {})
+    raw["dosageInstruction"][0]["timing"]["repeat"][where] = value
+    verdict = _verdict(raw)
+    lowest = 0 if where == "offset" else 1
+    assert (verdict == "accepted") == (type(value) is int and lowest <= value < 2 ** 31), verdict
+
+
 def test_a_decimal_beyond_float_range_is_read_as_by_the_model():
     """Regression: 10**309 was accepted and observation_fact overflowed on it (the model gives inf)."""
     raw = copy.deepcopy(_BASE)
@@ -762,7 +838,8 @@ def test_build_record_checked_screens_as_plain_on_every_fixture_patient():
         horizon_plain = build_record(ref, resources, keep=keep, checked=False)
         assert screen(horizon_fast, AT).to_json() == screen(horizon_plain, AT).to_json(), ref
     print(f"checked nodes in the fixture records: {nodes}")
-    assert set(nodes) == set(RESOURCES), nodes  # every checked type was read checked somewhere
+    present = {r["resourceType"] for _ref, resources in FIXTURE_PATIENTS for r in resources} & set(RESOURCES)
+    assert set(nodes) == present and len(present) >= 7, nodes  # every checked type there was read checked
 
 
 def test_build_record_checked_screens_as_plain_on_the_bench_record():
@@ -772,7 +849,7 @@ def test_build_record_checked_screens_as_plain_on_the_bench_record():
     assert screen(fast, AT).to_json() == screen(plain, AT).to_json()
     nodes = _nodes(fast)
     assert nodes["Observation"] > 900 and nodes["MedicationAdministration"] == 17, nodes
-    assert set(nodes) == set(RESOURCES), nodes
+    assert set(nodes) == {r["resourceType"] for r in resources} & set(RESOURCES), nodes
 
 
 def test_build_record_checked_screens_as_plain_on_the_hand_made_resources():
@@ -835,6 +912,13 @@ _OTHER_BASES = {
                      "vaccineCode": {"text": "x"}, "occurrenceDateTime": "2026-01-02"},
     "AllergyIntolerance": {"resourceType": "AllergyIntolerance", "id": "x1", "patient": _ME, "code": {"text": "x"},
                            "recordedDate": "2026-01-02"},
+    "MedicationRequest": {"resourceType": "MedicationRequest", "id": "x1", "status": "active", "intent": "order",
+                          "subject": _ME, "medicationCodeableConcept": {"text": "x"}, "authoredOn": "2026-01-02",
+                          "dosageInstruction": [{"timing": {"repeat": {"frequency": 2, "period": 1,
+                                                                       "periodUnit": "d"}},
+                                                 "doseAndRate": [{"doseQuantity": {"value": 5, "unit": "mg"}}]}]},
+    "MedicationStatement": {"resourceType": "MedicationStatement", "id": "x1", "status": "active", "subject": _ME,
+                            "medicationCodeableConcept": {"text": "x"}, "effectiveDateTime": "2026-01-02"},
 }
 # Valid for fhir.resources, declined by the checked reader: the model reads them.
 _DECLINED_VALID = [
@@ -857,6 +941,15 @@ _DECLINED_BY_TYPE = {
     # fhir.resources takes a null in a list of primitives (its extension may sit in _category).
     "AllergyIntolerance": [{"category": ["medication", "drug"]}, {"category": [None]},
                            {"reaction": [{"manifestation": [{"text": "x"}], "severity": "bad"}]}],
+    "MedicationRequest": [{"dosageInstruction": [{"timing": {"repeat": {"timeOfDay": ["08:00:00"]}}}]},
+                          {"dosageInstruction": [{"maxDosePerPeriod": {"numerator": {"value": 1}}}]},
+                          {"dispenseRequest": {"expectedSupplyDuration": {"value": 30, "unit": "d"}}},
+                          {"dosageInstruction": [{"timing": {"repeat": {"periodUnit": "day"}}}]},
+                          {"dosageInstruction": [{"timing": {"repeat": {"frequency": 1.0}}}]},
+                          # pydantic's lax mode reads "yes" as true: the checked reader takes JSON booleans only.
+                          {"reportedBoolean": "yes"}],
+    "MedicationStatement": [{"status": "taken"}, {"dosage": [{"timing": {"repeat": {"boundsDuration": {
+        "value": 5, "unit": "d"}}}}]}],
 }
 # Invalid for fhir.resources too: data problems either way.
 _INVALID_BY_TYPE = {
@@ -867,6 +960,11 @@ _INVALID_BY_TYPE = {
     "Immunization": [{"occurrenceDateTime": None}, {"occurrenceString": "x"}, {"vaccineCode": None},
                      {"expirationDate": "2027-02-30"}],
     "AllergyIntolerance": [{"patient": None}, {"reaction": [{"severity": "mild"}]}, {"category": "food"}],
+    "MedicationRequest": [{"intent": None}, {"medicationCodeableConcept": None},
+                          {"dosageInstruction": [{"timing": {"repeat": {"frequency": 0}}}]},
+                          {"substitution": {"reason": {"text": "x"}}}],
+    "MedicationStatement": [{"subject": None}, {"effectivePeriod": {"start": "2026-01-02"}},
+                            {"dosage": [{"sequence": 1.5}]}],
 }
 
 
@@ -913,8 +1011,6 @@ def test_an_invalid_resource_of_the_other_types_is_still_a_data_problem(rtype, c
 @pytest.mark.parametrize("raw", [
     {"resourceType": "Patient", "id": "p1"}, {"resourceType": "Medication", "id": "m1", "code": {"text": "x"}},
     {"resourceType": "DiagnosticReport", "id": "d1", "status": "final", "code": {"text": "x"}},
-    {"resourceType": "MedicationStatement", "id": "s1", "status": "active", "subject": _ME,
-     "medicationCodeableConcept": {"text": "x"}},
     {"resourceType": ["Condition"]}, {"resourceType": {"a": 1}}, {"resourceType": None}, {}, [], "Condition", None,
 ], ids=repr)
 def test_read_checked_leaves_the_other_resource_types_to_fhir_resources(raw):
