@@ -415,7 +415,7 @@ def build_record(
     selected: list[Mapping[str, Any]] = []
     for raw in raw_resources:
         rtype = raw.get("resourceType") if _is_map(raw) else None
-        if rtype not in RESOURCE_TYPES:
+        if not isinstance(rtype, str) or rtype not in RESOURCE_TYPES:  # a list or object there: not a resource
             continue
         if keep is not None and rtype != "Patient" and not keep(raw):
             continue

@@ -223,10 +223,13 @@ def test_unknown_units_leave_the_criterion_unknown(app, client):
     {"resourceType": "NotAResource", "id": "x"},
     {"resourceType": "Observation", "id": "o", "status": "final", "code": {"coding": [{"code": {"x": 1}}]},
      "subject": {"reference": "Patient/p1"}},
-], ids=["empty-observation", "wrong-types", "condition-shapes", "unknown-type", "coding-object"])
+    {"resourceType": ["Observation"], "id": "l", "status": "final", "subject": {"reference": "Patient/p1"}},
+    {"resourceType": {"type": "Condition"}, "id": "d", "subject": {"reference": "Patient/p1"}},
+], ids=["empty-observation", "wrong-types", "condition-shapes", "unknown-type", "coding-object", "type-list",
+        "type-object"])
 def test_malformed_resources_in_a_bundle_are_skipped(app, client, junk):
     prefetch = full_prefetch(app, *aml_patient())
-    key = "conditions" if junk["resourceType"] == "Condition" else "observations"
+    key = "conditions" if junk["resourceType"] in ("Condition", {"type": "Condition"}) else "observations"
     bundle = prefetch.get(key) or {"resourceType": "Bundle", "type": "searchset", "entry": []}
     bundle["entry"].append({"resource": junk})
     prefetch[key] = bundle
