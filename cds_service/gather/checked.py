@@ -45,7 +45,8 @@ class JsonNode:
     __slots__ = ("__dict__",)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.__dict__!r})"
+        # Element names, never values: a repr can end up in a traceback or a log line, and values are patient data.
+        return f"{type(self).__name__}({', '.join(self.__dict__)})"
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.__dict__ == self.__dict__

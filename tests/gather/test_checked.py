@@ -1054,3 +1054,13 @@ def test_a_list_where_a_string_belongs_is_a_data_problem(change):
     record = _record_of(raw)
     assert not record.of_type("Observation")
     assert len(record.problems) == 1 and record.problems[0].resource_type == "Observation"
+
+
+def test_a_checked_node_shows_its_element_names_but_never_its_values():
+    raw = {"resourceType": "Observation", "id": "secret-id", "status": "final",
+           "code": {"text": "Jane Doe's ALT"}, "valueString": "born 1970-01-02"}
+    node = checked.read_observation(raw)
+    assert node is not None
+    text = repr(node)
+    assert "Observation(" in text and "valueString" in text
+    assert "secret-id" not in text and "Jane" not in text and "1970" not in text
