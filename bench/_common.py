@@ -234,15 +234,22 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def verdict_by(ratios: dict[Any, float], ok: Callable[[float], bool], name: Callable[[Any], str] = str) -> str:
-    """"met", "NOT met", or which items meet the target and which do not."""
-    met = [name(k) for k, r in ratios.items() if ok(r)]
-    missed = [name(k) for k, r in ratios.items() if not ok(r)]
-    if not missed:
-        return verdict(True)
-    if not met:
-        return verdict(False)
-    return f"met at {', '.join(met)}; NOT met at {', '.join(missed)}"
+def ratios_line(name: str, ratios: dict[Any, float], target: float, *, scope: str = "",
+                judged: Iterable[Any] | None = None) -> str:
+    """The final ``RATIOS`` line of a benchmark whose target is "at most ``target`` x": every ratio, and which
+    of the ``judged`` items (default: all) meet it: "met", "NOT met", or "met at ...; NOT met at ..."."""
+    def label(key: Any) -> str:
+        return f"{key:,}" if isinstance(key, int) else str(key)
+
+    keys = list(ratios) if judged is None else list(judged)
+    met = [label(k) for k in keys if ratios[k] <= target]
+    missed = [label(k) for k in keys if ratios[k] > target]
+    if not missed or not met:
+        outcome = verdict(not missed)
+    else:
+        outcome = f"met at {', '.join(met)}; NOT met at {', '.join(missed)}"
+    values = ", ".join(f"{label(k)}={r:.2f}x" for k, r in ratios.items())
+    return f"RATIOS {name}: {values} (target <= {target:g}x{scope}: {outcome})"
 
 
 def machine() -> str:

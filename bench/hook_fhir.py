@@ -30,9 +30,9 @@ from _common import (
     interleaved_medians,
     machine,
     ms,
+    ratios_line,
     service_url,
     table,
-    verdict_by,
 )
 
 sys.path.insert(0, str(ROOT / "tests"))
@@ -105,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["resources", "load s", "queries", "slowest query", "slowest ms", "sum of queries ms",
                  "all queries at once ms", "hook ms", "ratio", "runs"], rows))
     print()
-    print("RATIOS hook-fhir: " + ", ".join(f"{s:,}={r:.2f}x" for s, r in ratios.items())
-          + f" (target <= {TARGET:g}x the slowest single query: "
-          f"{verdict_by(ratios, lambda r: r <= TARGET, lambda s: f'{s:,}')})")
+    print(ratios_line("hook-fhir", ratios, TARGET, scope=" the slowest single query"))
     return 0
 
 

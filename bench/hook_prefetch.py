@@ -24,9 +24,9 @@ from _common import (
     machine,
     ms,
     patient_id_of,
+    ratios_line,
     service_url,
     table,
-    verdict_by,
 )
 
 TARGET = 3.0
@@ -64,11 +64,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"{ratio:.2f}x", repeat])
     print(f"hook-prefetch: patient-view with full prefetch vs the JSON-only endpoint ({machine()})\n")
     print(table(["resources", "body MB", "json-only ms", "hook ms", "ratio", "runs"], rows))
-    judged = {s: r for s, r in ratios.items() if s >= 1_000}
     print()
-    print("RATIOS hook-prefetch: " + ", ".join(f"{s:,}={r:.2f}x" for s, r in ratios.items())
-          + f" (target <= {TARGET:g}x at 1,000 and 10,000: "
-          f"{verdict_by(judged, lambda r: r <= TARGET, lambda s: f'{s:,}')})")
+    print(ratios_line("hook-prefetch", ratios, TARGET, scope=" at 1,000 and 10,000",
+                      judged=[s for s in ratios if s >= 1_000]))
     return 0
 
 

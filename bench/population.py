@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 
-from _common import AT_ISO, FIXTURES, SYNTHEA, interleaved_medians, machine, ms, table, verdict_by
+from _common import AT_ISO, FIXTURES, SYNTHEA, interleaved_medians, machine, ms, ratios_line, table
 
 TARGET = 3.0
 
@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"population: trialscreen screen vs read + json.loads of the same files ({machine()})\n")
     print(table(["set", "files", "MB", "read+json.loads ms", "trialscreen screen ms", "ratio", "runs"], rows))
     print()
-    print("RATIOS population: " + ", ".join(f"{k}={r:.2f}x" for k, r in ratios.items())
-          + f" (target <= {TARGET:g}x: {verdict_by(ratios, lambda r: r <= TARGET)})")
+    print(ratios_line("population", ratios, TARGET))
     return 0
 
 
