@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from cds_service.config import Settings
 from cds_service.errors import ConfigurationError, StoreUnavailable
-from cds_service.store.db import database_url, make_engine, migrate
+from cds_service.store.db import database_url, make_engine, migrate, writable_file_check
 from cds_service.store.feedback import FeedbackItem, FeedbackStore
 from cds_service.store.gate import StoreGate
 from cds_service.store.models import UsedTokenId
@@ -132,4 +132,5 @@ def open_store(settings: Settings, *, migrate_schema: bool = True,
     except (OSError, SQLAlchemyError) as exc:
         raise _startup_error(settings, url, exc) from None
     return Store(engine=engine, reports=ReportStore(engine, clock=clock), feedback=FeedbackStore(engine, clock=clock),
-                 report_ttl=timedelta(hours=settings.report_ttl_hours), gate=StoreGate(timeout))
+                 report_ttl=timedelta(hours=settings.report_ttl_hours),
+                 gate=StoreGate(timeout, precheck=writable_file_check(url)))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import math
+import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,13 +21,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 
 from cds_service.config import Settings
 from cds_service.errors import ConfigurationError
 
 __all__ = ["SQLITE_FILENAME", "MIGRATED_ENV", "database_url", "make_engine", "migrate", "head_revision",
-           "current_revision"]
+           "current_revision", "writable_file_check"]
 
 SQLITE_FILENAME = "trialscreen.sqlite3"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -61,6 +63,34 @@ def _sqlite_pragmas(busy_ms: int) -> Callable[[object, object], None]:
     return on_connect
 
 
+def writable_file_check(url: URL) -> Callable[[], None] | None:
+    """For a SQLite file: a check that the file still opens for writing (OSError if not); None otherwise.
+
+    In WAL mode every connection memory-maps the ``-shm`` file, and once the file system refuses writes
+    (remounted read-only, files made immutable) the next touch of that mapping, even closing the connection,
+    kills the process with SIGBUS. The store's gate runs this check (a few microseconds) before each operation,
+    so the fault is an ordinary error and the pooled connections are left alone until it is over.
+    """
+    path = url.database
+    if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return None
+
+    def check() -> None:
+        os.close(os.open(path, os.O_WRONLY))
+    return check
+
+
+def _reopen_after_failure(context: ExceptionContext) -> None:
+    """Treat a failed SQLite operation like a lost connection, so the pool opens the file afresh next time.
+
+    A connection opened while its folder was read-only stays read-only even once the folder is writable again
+    (SQLite falls back to read-only at open), and one that saw a disk error may keep its state: neither must
+    outlive the fault.
+    """
+    if isinstance(context.original_exception, sqlite3.OperationalError):
+        context.is_disconnect = True
+
+
 def _pg_options(url: URL, timeout_ms: int | None) -> str:
     """The libpq ``options`` of ``url`` plus the server-side statement and lock timeouts."""
     given = url.query.get("options", "")
@@ -86,6 +116,7 @@ def make_engine(url: URL | str, *, timeout: float | None = 1.0) -> Engine:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": wait}, pool_timeout=wait)
         event.listen(engine, "connect", _sqlite_pragmas(wait_ms))
+        event.listen(engine, "handle_error", _reopen_after_failure)
         return engine
     connect_args: dict[str, object] = {"connect_timeout": max(1, math.ceil(wait)), "tcp_user_timeout": wait_ms}
     options = _pg_options(url, wait_ms if timeout is not None else None)

@@ -11,7 +11,8 @@ After a failure the gate stays shut for ``cooldown`` seconds: calls fail at once
 timeout again while the database is down. Readiness probes (``probe=True``) go through regardless, so
 ``/readyz`` always measures, and a probe that succeeds opens the gate again. At most ``max_in_flight``
 abandoned operations may still be running; beyond that the gate refuses at once, so a dead database cannot
-pile up threads.
+pile up threads. An optional ``precheck`` runs before each operation (for SQLite: the file still opens for
+writing; see ``store.db.writable_file_check``).
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ class StoreGate:
     """Run database operations with a time bound; shut for ``cooldown`` seconds after a failure."""
 
     def __init__(self, timeout: float, *, cooldown: float = 2.0, max_in_flight: int = 8,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, precheck: Callable[[], None] | None = None) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.timeout = timeout
+        self.precheck = precheck  # run before each operation, on its thread (store.db.writable_file_check)
         self.cooldown = cooldown
         self.max_in_flight = max_in_flight
         self._clock = clock
@@ -70,6 +72,8 @@ class StoreGate:
 
         def target() -> None:
             try:
+                if self.precheck is not None:
+                    self.precheck()
                 outcome["value"] = operation()
             except BaseException as exc:  # handed to the waiting caller, who decides what it means
                 outcome["error"] = exc
