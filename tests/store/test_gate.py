@@ -133,3 +133,34 @@ def test_a_silent_postgresql_costs_about_the_store_timeout(silent_server):
         assert time.monotonic() - started < 0.5  # while the gate is shut, nothing waits at all
     finally:
         engine.dispose()
+
+
+def test_postgresql_sessions_get_statement_and_lock_timeouts_and_keep_the_urls_own_options(pg_schema_url):
+    engine = make_engine(pg_schema_url, timeout=1.5)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "1500ms"
+            assert conn.execute(text("SHOW lock_timeout")).scalar() == "1500ms"
+            assert conn.execute(text("SHOW search_path")).scalar().startswith("ts_test_")  # the URL's options
+            with pytest.raises(OperationalError, match="statement timeout"):
+                conn.execute(text("SELECT pg_sleep(5)"))
+    finally:
+        engine.dispose()
+
+
+def test_migrations_get_no_statement_timeout(pg_schema_url):
+    engine = make_engine(pg_schema_url, timeout=None)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "0"
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_waits_for_a_lock_at_most_the_store_timeout(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}", timeout=0.5)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 500
+    finally:
+        engine.dispose()
