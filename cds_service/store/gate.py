@@ -7,12 +7,12 @@ route) is never timed out by the kernel while it still acknowledges packets, and
 So :class:`StoreGate` runs each operation on its own daemon thread and waits at most ``timeout`` seconds for
 it; a late operation is left to finish (or fail) on its own, and the caller gets :class:`StoreUnavailable`.
 
-After a failure the gate stays shut for ``cooldown`` seconds: calls fail at once instead of each paying the
-timeout again while the database is down. Readiness probes (``probe=True``) go through regardless, so
-``/readyz`` always measures, and a probe that succeeds opens the gate again. At most ``max_in_flight``
-abandoned operations may still be running; beyond that the gate refuses at once, so a dead database cannot
-pile up threads. An optional ``precheck`` runs before each operation (for SQLite: the file still opens for
-writing; see ``store.db.writable_file_check``).
+After a failure of the database itself (not a value it refused) the gate stays shut for ``cooldown`` seconds:
+calls fail at once instead of each paying the timeout again while the database is down. Readiness probes
+(``probe=True``) go through regardless, so ``/readyz`` always measures, and a probe that succeeds opens the
+gate again. At most ``max_in_flight`` abandoned operations may still be running; beyond that the gate refuses
+at once, so a dead database cannot pile up threads. An optional ``precheck`` runs before each operation
+(for SQLite: the file still opens for writing; see ``store.db.writable_file_check``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, InternalError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from cds_service.errors import StoreUnavailable
 
@@ -31,6 +32,9 @@ __all__ = ["StoreGate"]
 
 log = logging.getLogger("trialscreen.store")
 T = TypeVar("T")
+# The database or its disk is failing (down, unreachable, read-only, full, timed out): shut the gate. Other
+# database errors (a value it refuses) concern one call only, so one caller cannot shut it for everyone.
+_OUTAGE = (OperationalError, InterfaceError, InternalError, DisconnectionError, PoolTimeout, OSError)
 
 
 class StoreGate:
@@ -88,7 +92,7 @@ class StoreGate:
             raise StoreUnavailable(f"{what}: no answer from the database within {self.timeout:g} s")
         error = outcome.get("error")
         if isinstance(error, (SQLAlchemyError, OSError)):
-            self._fail(what, type(getattr(error, "orig", None) or error).__name__)
+            self._fail(what, type(getattr(error, "orig", None) or error).__name__, shut=isinstance(error, _OUTAGE))
             raise StoreUnavailable(f"{what}: the database refused it ({type(error).__name__})") from error
         if isinstance(error, BaseException):
             raise error
@@ -96,7 +100,8 @@ class StoreGate:
             self._shut_until = float("-inf")
         return outcome["value"]  # type: ignore[return-value]
 
-    def _fail(self, what: str, error: str) -> None:
-        with self._lock:
-            self._shut_until = self._clock() + self.cooldown
+    def _fail(self, what: str, error: str, *, shut: bool = True) -> None:
+        if shut:
+            with self._lock:
+                self._shut_until = self._clock() + self.cooldown
         log.error("database operation failed", extra={"where": what, "error": error})

@@ -164,3 +164,15 @@ def test_sqlite_waits_for_a_lock_at_most_the_store_timeout(tmp_path):
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 500
     finally:
         engine.dispose()
+
+
+def test_a_value_the_database_refuses_is_503_for_that_call_only():
+    from sqlalchemy.exc import DataError
+
+    def refuse() -> None:
+        raise DataError("INSERT ...", {}, Exception("invalid byte sequence"))
+
+    gate = StoreGate(1.0)
+    with pytest.raises(StoreUnavailable, match="DataError"):
+        gate.run("write", refuse)
+    assert not gate.shut and gate.run("write", lambda: "next call") == "next call"
