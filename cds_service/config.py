@@ -54,6 +54,8 @@ class Settings:
     report_ttl_hours: float = 24.0
     max_body_bytes: int = 20 * 1024 * 1024
     database_url: str = ""  # empty = SQLite file under state_dir
+    # Longest wait for one database operation (connect, statement, pool, SQLite lock), inside the hook deadline.
+    store_timeout_seconds: float = 1.0
     state_dir: Path = field(default_factory=lambda: Path("var"))
     auth_required: bool = True
     trusted_clients: Path | None = None

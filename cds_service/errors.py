@@ -7,6 +7,7 @@
     │   ├── BodyTooLarge        the request body is over the size limit (413)
     │   ├── UnsupportedMediaType the request body is not declared as JSON (415)
     │   └── PreconditionFailed  prefetch data missing and no usable FHIR server to fetch it from (412)
+    ├── StoreUnavailable        the database did not read or write in time (503 with Retry-After)
     └── FhirError               the EHR's FHIR server could not give us data
         ├── FhirUnavailable     network error, timeout, 5xx, deadline passed
         ├── FhirUnauthorized    401 / 403
@@ -26,6 +27,7 @@ __all__ = [
     "BodyTooLarge",
     "UnsupportedMediaType",
     "PreconditionFailed",
+    "StoreUnavailable",
     "FhirError",
     "FhirUnavailable",
     "FhirUnauthorized",
@@ -83,6 +85,20 @@ class PreconditionFailed(InputError):
 
     status = 412
     code = "required"
+
+
+class StoreUnavailable(TrialScreenError):
+    """The database could not be read or written within the store timeout (down, unreachable, read-only, full).
+
+    Answered 503 with ``Retry-After: retry_after`` where the call needs the store (feedback, the replay check,
+    the report page); the hook itself degrades instead (the card without its report link).
+    """
+
+    status = 503
+    retry_after = 5
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
 class FhirError(TrialScreenError):

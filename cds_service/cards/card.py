@@ -176,3 +176,12 @@ def build_cards(screening: Screening, *, rules: TrialRules, report_url: str | No
         return [_card("not-applicable", f"{title} does not apply: no AML diagnosis recorded", detail, screening,
                       rules, **common)]
     return []
+
+
+REPORT_UNAVAILABLE = ("The full screening report (every criterion with its evidence) is unavailable right now, so "
+                      "this card has no link to it; the screening above is unaffected.")
+
+
+def without_report(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``cards`` with a closing sentence saying the report could not be stored (they carry no report link)."""
+    return [{**card, "detail": f"{card['detail']}\n\n*{REPORT_UNAVAILABLE}*"} for card in cards]

@@ -31,7 +31,7 @@ from werkzeug.exceptions import HTTPException
 
 from cds_service.config import Knowledge, Settings, load_knowledge
 from cds_service.criteria.registry import check_registry
-from cds_service.errors import ConfigurationError, InputError, TrialScreenError
+from cds_service.errors import ConfigurationError, InputError, StoreUnavailable, TrialScreenError
 from cds_service.gather.fhir_client import Allowlist
 from cds_service.gather.prefetch import PrefetchTemplate, build_templates
 from cds_service.runtime import tune_gc
@@ -237,6 +237,15 @@ def _install_error_handlers(app: Flask) -> None:
     def _input_error(exc: InputError) -> Response:
         log.info("request refused", extra={"status": exc.status, "reason": exc.code, "where": exc.field})
         return operation_outcome(exc.status, str(exc), code=exc.code, expression=exc.field)
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_unavailable(exc: StoreUnavailable) -> Response:
+        # the call needs the database (feedback, the replay check): refused honestly, to be retried
+        route = request.url_rule.rule if request.url_rule is not None else None
+        log.warning("refused: the database is unavailable", extra={"status": 503, "route": route})
+        response = operation_outcome(503, "the service's database is unavailable; retry later", code="transient")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.errorhandler(TrialScreenError)
     def _trialscreen_error(exc: TrialScreenError) -> Response:

@@ -137,7 +137,7 @@ def install_authentication(app: Flask, settings: Settings, *, replay: ReplayGuar
 
         store = app.extensions.get(STORE_KEY)
         if store is not None:
-            replay = DbReplayGuard(store.engine)
+            replay = DbReplayGuard(store.engine, gate=store.gate)
         else:  # no database: replays are refused within this process only
             log.warning("no database store: token replays are refused per process only")
             replay = MemoryReplayGuard()

@@ -151,11 +151,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from cds_service.hooks.app import create_app
 
     # Fail here, with a readable message, rather than in every gunicorn worker; this also runs the database
-    # migrations once before the workers start.
+    # migrations once before the workers start. A database that cannot be reached or written is a
+    # ConfigurationError naming TRIALSCREEN_DATABASE_URL or TRIALSCREEN_STATE_DIR (one line, exit 3).
     app = create_app()
     store = app.extensions.get("trialscreen.store")
     if store is not None:
         store.close()
+        from cds_service.store.db import MIGRATED_ENV, head_revision
+
+        # the workers skip migrating, so one that restarts while the database is down still boots
+        os.environ[MIGRATED_ENV] = head_revision()
     argv = _gunicorn_argv(args.host, args.port, args.workers, args.timeout)
     prepare_metrics_dir()  # /metrics adds up every worker's values
     print(f"trialscreen: serving on http://{args.host}:{args.port} with gunicorn ({args.workers} workers)",

@@ -10,14 +10,17 @@ Body::
 The body is checked against :data:`FEEDBACK_SCHEMA` (400 OperationOutcome naming the bad field, e.g.
 ``feedback[0].outcome``), every item is stored through the store's ``FeedbackStore`` (idempotent: the same
 feedback sent twice, a retried request, is stored once), and the answer is ``200`` with an empty body. The
-whole body is validated before anything is stored, so a bad item stores nothing. Nothing of the body is
+whole body is validated before anything is stored, and all its items are stored in one transaction, so a bad
+item (a time outside the representable range, a NUL character or a lone surrogate no database text can hold)
+stores nothing and answers 400. When the database cannot store it in time the answer is ``503`` with
+``Retry-After`` and nothing is stored: never ``200`` for feedback that was dropped. Nothing of the body is
 logged (a user comment may name the patient).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema
@@ -123,7 +126,29 @@ def _timestamp(text: str, field: str) -> datetime:
         raise InputError(f"{field} is not an ISO 8601 date-time", field=field) from None
     if value.tzinfo is None:
         raise InputError(f"{field} needs a time zone (e.g. 2026-10-01T09:30:00Z)", field=field)
+    try:
+        value.astimezone(UTC)  # stored in UTC: 0001-01-01T00:00:00+01:00 is before year 1 there
+    except OverflowError:
+        raise InputError(f"{field} is outside the range of storable times (years 1 to 9999 in UTC)",
+                         field=field) from None
     return value
+
+
+def _check_text(value: Any, field: str) -> None:
+    """Refuse strings no database text column can hold: NUL (PostgreSQL) and lone surrogates (not UTF-8)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InputError(f"{field} contains a NUL character, which cannot be stored", field=field)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"{field} is not valid Unicode text (a lone surrogate)", field=field) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(item, f"{field}.{key}")
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            _check_text(item, f"{field}[{n}]")
 
 
 def parse_feedback(body: Any, service_id: str) -> list[FeedbackItem]:
@@ -140,6 +165,7 @@ def parse_feedback(body: Any, service_id: str) -> list[FeedbackItem]:
         raise InputError(_message(error, field), field=field)
     items = []
     for n, entry in enumerate(body["feedback"]):
+        _check_text(entry, f"feedback[{n}]")
         reason = (entry.get("overrideReason") or {})
         coding = reason.get("reason") or {}
         items.append(FeedbackItem(
@@ -157,13 +183,14 @@ def parse_feedback(body: Any, service_id: str) -> list[FeedbackItem]:
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str) -> Response:
-    """Store the feedback on this service's cards; 200 with an empty body."""
+    """Store the feedback on this service's cards; 200 with an empty body (503 with Retry-After when the
+    database cannot store it: the app's StoreUnavailable handler)."""
     body = read_json_request(service_id, "CDS Hooks feedback")  # 413 above the limit, chunked bodies included
-    items = parse_feedback(body, service_id)
+    items = parse_feedback(body, service_id)  # every item checked before any is stored
     from cds_service.hooks.report import STORE_KEY
 
     store: Store = current_app.extensions[STORE_KEY]
-    stored = sum(store.feedback.add(item) for item in items)
+    stored = store.gate.run("feedback save", lambda: store.feedback.add_all(items))
     log.info(f"feedback received: {stored} new, {len(items) - stored} already stored",
              extra={"service": service_id, "count": len(items)})
     return Response(b"", status=200)

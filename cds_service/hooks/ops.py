@@ -2,8 +2,9 @@
 
 * ``GET /healthz``: the process answers (liveness; checks nothing else, so a slow database never gets a
   healthy worker killed).
-* ``GET /readyz``: ready to serve hook calls: the code tables and trial rules are loaded and the database
-  answers ``SELECT 1``; 503 with the failing check named otherwise (readiness: take the replica out of the load
+* ``GET /readyz``: ready to serve hook calls: the code tables and trial rules are loaded and the database takes
+  a write (one probe row inserted and deleted, committed, within the store timeout; for SQLite, at least 1 MiB
+  free in its folder); 503 with the failing check named otherwise (readiness: take the replica out of the load
   balancer, do not restart it).
 * ``GET /metrics``: Prometheus text format (see ``cds_service.observability``).
 * ``GET /openapi.yaml``: the OpenAPI 3.1 description of the service. The file lives at the repository root
@@ -46,14 +47,14 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Readiness: code tables and trial rules loaded, database reachable."""
+    """Readiness: code tables and trial rules loaded, database writable within the store timeout."""
     svc = state(current_app)
     checks: dict[str, str] = {}
     tables = getattr(svc.knowledge, "tables", None)
     checks["code_tables"] = "ok" if tables is not None and getattr(tables, "value_sets", None) else "not loaded"
     checks["trial_rules"] = "ok" if getattr(svc.knowledge, "rules", None) is not None else "not loaded"
     store = current_app.extensions.get("trialscreen.store")
-    checks["database"] = "ok" if store is not None and store.ping() else "unreachable"
+    checks["database"] = store.writable() if store is not None else "not configured"
     ready = all(v == "ok" for v in checks.values())
     return json_response({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
 

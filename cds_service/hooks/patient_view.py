@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, request
 
-from cds_service.cards.card import build_cards
+from cds_service.cards.card import build_cards, without_report
 from cds_service.errors import BodyTooLarge, InputError, ServiceNotFound, UnsupportedMediaType
 from cds_service.gather.fhir_client import Deadline, FhirClient
 from cds_service.gather.prefetch import gather
@@ -42,15 +42,16 @@ def _host(url: str) -> str:
 
 
 def _report_url(svc: ServiceState, screening: object) -> str | None:
+    """The report link; "" when the report could not be stored (None when there is no report store)."""
     if svc.save_report is None:
         return None
     try:
         token = svc.save_report(screening)
     except Exception as exc:  # a failing report store must not cost the clinician the card
-        log.error("report store failed", extra={"error": type(exc).__name__})
-        return None
+        log.error("report store failed: card sent without its report link", extra={"error": type(exc).__name__})
+        return ""
     if not token:
-        return None
+        return ""
     base = svc.settings.public_url.rstrip("/") if svc.settings.public_url else request.url_root.rstrip("/")
     return f"{base}/report/{token}"
 
@@ -87,7 +88,11 @@ def handle(svc: ServiceState, body: object, request_id: str) -> dict:
                      explain_ineligibility=settings.explain_ineligibility)
     cards = build_cards(screening, report_url=None, **card_args)
     if cards:  # store a report only when a card links to it: no screening is kept for a patient without one
-        cards = build_cards(screening, report_url=_report_url(svc, screening), **card_args)
+        url = _report_url(svc, screening)
+        if url:
+            cards = build_cards(screening, report_url=url, **card_args)
+        elif url == "":  # the store failed: the card all the same, saying why it has no report link
+            cards = without_report(cards)
     log.info("screened", extra={"hook": HOOK, "screening_status": screening.status, "cards": len(cards),
                                 "not_retrieved": sorted(screening.not_retrieved) or None,
                                 "fetched": len(gathered.fetched_keys)})

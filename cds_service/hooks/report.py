@@ -9,6 +9,8 @@ inline styles only.
 
 from __future__ import annotations
 
+import html
+import os
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -17,8 +19,10 @@ from flask import Blueprint, Flask, Response, current_app
 
 from cds_service.cards.report import build_report, render_missing_html, render_report_html
 from cds_service.config import Settings
+from cds_service.errors import StoreUnavailable
 from cds_service.rules import TrialRules
-from cds_service.store import ReportStore, Store, open_store
+from cds_service.store import ReportStore, Store, StoreGate, open_store
+from cds_service.store.db import MIGRATED_ENV, head_revision
 
 __all__ = ["STORE_KEY", "SECURITY_HEADERS", "init_reports", "create_report_link", "report_blueprint", "report_saver",
            "report_store_of"]
@@ -40,16 +44,30 @@ def _page(html: str, status: int) -> Response:
     return resp
 
 
-def report_blueprint(reports: ReportStore, rules: TrialRules) -> Blueprint:
-    """A blueprint serving stored reports from ``reports``, labelled with ``rules``."""
+def _unavailable_page(trial_id: str) -> Response:
+    title = html.escape(f"{trial_id} screening report" if trial_id else "Screening report")
+    resp = _page(f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>"
+                 f"<body><h1>{title}</h1><p>The report cannot be read right now (its database is unavailable). "
+                 "Try again in a minute; the card in the chart still shows the screening.</p></body></html>", 503)
+    resp.headers["Retry-After"] = str(StoreUnavailable.retry_after)
+    return resp
+
+
+def report_blueprint(reports: ReportStore, rules: TrialRules, gate: StoreGate | None = None) -> Blueprint:
+    """A blueprint serving stored reports from ``reports``, labelled with ``rules``; reads go through ``gate``
+    (a 503 page when the database does not answer in time)."""
     bp = Blueprint("report", __name__)
+    gate = gate or StoreGate(1.0)
 
     @bp.get("/report/<path:token>")  # any path below /report/ gets the same 404 page, not Flask's
     def show_report(token: str) -> Response:
-        screening = reports.get(token)
+        try:
+            screening, expires = gate.run("report read", lambda: (reports.get(token), reports.expires_at(token)))
+        except StoreUnavailable:
+            return _unavailable_page(rules.trial_id)
         if screening is None:
             return _page(render_missing_html(rules.trial_id), 404)
-        view = build_report(screening, rules, expires_at=reports.expires_at(token))
+        view = build_report(screening, rules, expires_at=expires)
         return _page(render_report_html(view), 200)
 
     @bp.get("/report/")
@@ -61,10 +79,17 @@ def report_blueprint(reports: ReportStore, rules: TrialRules) -> Blueprint:
 
 
 def init_reports(app: Flask, settings: Settings, rules: TrialRules, store: Store | None = None) -> Store:
-    """Open the store (migrating the schema), keep it on the app and register the report blueprint."""
-    store = store or open_store(settings)
+    """Open the store (migrating the schema), keep it on the app and register the report blueprint.
+
+    Under ``trialscreen serve`` the schema was migrated before gunicorn started (``MIGRATED_ENV`` names the
+    revision): a worker then opens the store without connecting, so a worker restarted while the database is
+    down still boots and serves cards.
+    """
+    if store is None:
+        migrated = os.environ.get(MIGRATED_ENV) == head_revision()
+        store = open_store(settings, migrate_schema=not migrated)
     app.extensions[STORE_KEY] = store
-    app.register_blueprint(report_blueprint(store.reports, rules))
+    app.register_blueprint(report_blueprint(store.reports, rules, store.gate))
     return store
 
 
@@ -72,8 +97,9 @@ def report_saver(store: Store) -> Callable[[Any], str]:
     """A ``save_report`` callable for the service state: store a Screening (or its JSON) and return the token."""
 
     def save(screening: Any) -> str:
+        """The new report's token; StoreUnavailable when it cannot be stored within the store timeout."""
         data = screening.to_json() if hasattr(screening, "to_json") else screening
-        return store.reports.create(data, store.report_ttl)
+        return store.gate.run("report save", lambda: store.reports.create(data, store.report_ttl))
 
     return save
 

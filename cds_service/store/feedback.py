@@ -54,17 +54,47 @@ class FeedbackStore:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._clock = clock
 
+    def add_all(self, items: Sequence[FeedbackItem]) -> int:
+        """Store every new item of ``items`` in one transaction (all or nothing); return how many were new.
+
+        An item whose key is already stored, or repeated within ``items``, is skipped (a retried request). When a
+        concurrent request stores one of the same items first, the transaction is rolled back and tried once more.
+        """
+        keyed: dict[str, FeedbackItem] = {}
+        for item in items:
+            keyed.setdefault(idempotency_key(item), item)
+        for attempt in (1, 2):
+            with self._sessions() as session:
+                known = set(session.execute(select(Feedback.idempotency_key).where(
+                    Feedback.idempotency_key.in_(list(keyed)))).scalars()) if keyed else set()
+                new = [(k, item) for k, item in keyed.items() if k not in known]
+                received = self._clock()
+                session.add_all([self._row(item, k, received) for k, item in new])
+                try:
+                    session.commit()
+                except IntegrityError:
+                    session.rollback()
+                    if attempt == 2:
+                        raise
+                    continue
+                return len(new)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    @staticmethod
+    def _row(item: FeedbackItem, key: str, received: datetime) -> Feedback:
+        return Feedback(
+            idempotency_key=key, service_id=item.service_id, card_uuid=item.card_uuid, outcome=item.outcome,
+            override_reason_code=item.override_reason_code, override_reason_system=item.override_reason_system,
+            override_comment=item.override_comment, accepted_suggestions=list(item.accepted_suggestions),
+            outcome_timestamp=item.outcome_timestamp, received_at=received)
+
     def add(self, item: FeedbackItem, key: str | None = None) -> bool:
         """Store ``item``; True when it was new, False when feedback with the same key was stored before."""
         key = key or idempotency_key(item)
         with self._sessions() as session:
             if session.execute(select(Feedback.id).where(Feedback.idempotency_key == key)).first():
                 return False
-            session.add(Feedback(
-                idempotency_key=key, service_id=item.service_id, card_uuid=item.card_uuid, outcome=item.outcome,
-                override_reason_code=item.override_reason_code, override_reason_system=item.override_reason_system,
-                override_comment=item.override_comment, accepted_suggestions=list(item.accepted_suggestions),
-                outcome_timestamp=item.outcome_timestamp, received_at=self._clock()))
+            session.add(self._row(item, key, self._clock()))
             try:
                 session.commit()
             except IntegrityError:  # a concurrent request stored the same feedback first

@@ -6,6 +6,11 @@ use win on whichever replica it lands; every later use fails with an IntegrityEr
 are kept until the token (plus the verifier's leeway) has expired, then purged: the row of the same id just
 before inserting (an id may be reused once its token is dead), and all expired rows at most once a minute
 per process. Works the same on SQLite and PostgreSQL.
+
+When the database cannot record the id (down, unreachable, read-only, full, or slower than the store timeout),
+``first_use`` raises ``StoreUnavailable`` and the call is refused with 503 and ``Retry-After``: an id that
+could not be recorded cannot be refused later, so the token is not accepted (docs/security.md, "Replays when
+the database is down").
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
+from cds_service.store.gate import StoreGate
 from cds_service.store.models import UsedTokenId
 
 __all__ = ["DbReplayGuard", "MAX_ID_LENGTH"]
@@ -38,15 +44,22 @@ class DbReplayGuard:
     """A ``ReplayGuard`` (see ``cds_service.security.auth``) backed by the store's database."""
 
     def __init__(self, engine: Engine, *, now: Callable[[], float] = time.time,
-                 purge_every_seconds: float = 60.0) -> None:
+                 purge_every_seconds: float = 60.0, gate: StoreGate | None = None) -> None:
         self._sessions = sessionmaker(engine)
+        self._gate = gate or StoreGate(1.0)
         self._now = now
         self._purge_every = purge_every_seconds
         self._last_purge = float("-inf")
         self._lock = threading.Lock()
 
     def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
-        """Record (iss, jti) until ``expires_at`` (epoch seconds); False when it is already recorded: a replay."""
+        """Record (iss, jti) until ``expires_at`` (epoch seconds); False when it is already recorded: a replay.
+
+        Raises StoreUnavailable when the id could not be recorded within the store timeout.
+        """
+        return self._gate.run("replay check", lambda: self._record(iss, jti, expires_at))
+
+    def _record(self, iss: str, jti: str, expires_at: float) -> bool:
         now = self._now()
         now_dt = datetime.fromtimestamp(now, UTC)
         iss_key, jti_key = _fit(iss), _fit(jti)

@@ -38,10 +38,10 @@ def test_readyz_when_ready(client):
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(app, client, monkeypatch):
-    monkeypatch.setattr(app.extensions[STORE_KEY], "ping", lambda: False)
+    monkeypatch.setattr(app.extensions[STORE_KEY], "writable", lambda: "cannot write (OperationalError)")
     resp = client.get("/readyz")
     assert resp.status_code == 503
-    assert resp.get_json()["checks"]["database"] == "unreachable"
+    assert resp.get_json()["checks"]["database"] == "cannot write (OperationalError)"
     assert client.get("/healthz").status_code == 200  # alive all the same: do not restart, take out of rotation
 
 
