@@ -48,13 +48,14 @@ from cds_service.hooks.demo_data import (
 )
 from cds_service.pipeline import Screening
 from cds_service.security.demo_client import DemoClient, make_demo_client
+from cds_service.shipped import shipped_dir
 
 __all__ = ["add_service_commands", "LocalServer", "serve_in_thread", "demo_settings", "demo_request_headers",
            "APP_SPEC", "replay", "upload_fixtures"]
 
 APP_SPEC = "cds_service.hooks.app:create_app()"
 GUNICORN_CONFIG = "python:cds_service.hooks.gunicorn_conf"
-DEMO_SITE_TABLES = Path(__file__).resolve().parents[2] / "examples" / "site-tables"
+DEMO_SITE_TABLES = shipped_dir("site_tables")
 FHIR_JSON = "application/fhir+json"
 
 

@@ -28,6 +28,7 @@ from cds_service.errors import InputError
 from cds_service.gather.bundles import expand_paths, group_by_patient, patient_reference_of, read_path
 from cds_service.gather.record import build_record
 from cds_service.pipeline import Screening, screen
+from cds_service.shipped import shipped_dir
 
 __all__ = ["FIXTURE_TIME", "FixturePatient", "default_fixtures_dir", "load_fixture_patients", "prefetch_for",
            "transaction_for", "expected_status", "screen_fixture", "valid_prefix", "patient_ids"]
@@ -57,8 +58,8 @@ class FixturePatient:
 
 
 def default_fixtures_dir() -> Path:
-    """The repository's ``fixtures/`` folder (beside the ``cds_service`` package)."""
-    return Path(__file__).resolve().parents[2] / "fixtures"
+    """The demo fixtures shipped with the package (the source tree's ``fixtures/``, or the wheel's copy)."""
+    return shipped_dir("fixtures")
 
 
 def _rewrite_references(node: Any, mapping: Mapping[str, str]) -> Any:
