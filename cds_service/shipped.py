@@ -8,9 +8,13 @@ variable. The packaged copy wins when present: it exists only in an installed pa
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
-__all__ = ["shipped_dir"]
+__all__ = ["shipped_dir", "FIXTURE_TIME"]
+
+# The demo fixtures' evaluation time: every fixture was written to be screened at this instant.
+FIXTURE_TIME = datetime.fromisoformat("2026-10-01T09:00:00+00:00")
 
 _PACKAGE = Path(__file__).resolve().parent
 _SOURCE_TREE = _PACKAGE.parent

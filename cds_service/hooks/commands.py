@@ -25,7 +25,6 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -38,7 +37,6 @@ from cds_service.errors import ConfigurationError, InputError
 from cds_service.hooks.demo_data import (
     FIXTURE_TIME,
     FixturePatient,
-    default_fixtures_dir,
     expected_status,
     load_fixture_patients,
     prefetch_for,
@@ -50,7 +48,7 @@ from cds_service.pipeline import Screening
 from cds_service.security.demo_client import DemoClient, make_demo_client
 from cds_service.shipped import shipped_dir
 
-__all__ = ["add_service_commands", "LocalServer", "serve_in_thread", "demo_settings", "demo_request_headers",
+__all__ = ["LocalServer", "serve_in_thread", "demo_settings", "demo_request_headers",
            "APP_SPEC", "replay", "upload_fixtures"]
 
 APP_SPEC = "cds_service.hooks.app:create_app()"
@@ -400,14 +398,6 @@ def _cmd_fixtures_upload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_at(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _cmd_purge_reports(args: argparse.Namespace) -> int:
     from cds_service.store import open_store
 
@@ -422,40 +412,3 @@ def _cmd_purge_reports(args: argparse.Namespace) -> int:
 def _cmd_fixtures_help(args: argparse.Namespace) -> int:
     args.fixtures_parser.print_help()
     return 2
-
-
-def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``serve``, ``demo`` and ``fixtures upload`` to the ``trialscreen`` command."""
-    p = subparsers.add_parser("serve", help="run the CDS Hooks service with gunicorn")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 in a container)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    p.add_argument("--timeout", type=int, default=30, help="gunicorn worker timeout in seconds (default 30)")
-    p.set_defaults(func=_cmd_serve)
-
-    p = subparsers.add_parser("demo", help="serve on 127.0.0.1 and replay a patient-view call per fixture patient")
-    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080; 0 = any free port)")
-    p.add_argument("--no-serve", action="store_true", help="exit after the replay instead of serving on")
-    p.add_argument("--fixtures", type=Path, default=default_fixtures_dir(), help="folder of fixture records")
-    p.add_argument("--at", type=_parse_at, default=None,
-                   help=f"evaluation time (default {FIXTURE_TIME.isoformat()}, the fixtures' date)")
-    p.set_defaults(func=_cmd_demo)
-
-    p = subparsers.add_parser("purge-reports", help="delete expired screening reports now (they also go on write)")
-    p.set_defaults(func=_cmd_purge_reports)
-
-    from cds_service.hooks.feedback_report import add_feedback_report_command
-
-    add_feedback_report_command(subparsers)
-
-    p = subparsers.add_parser("fixtures", help="work with the fixture patients")
-    fsub = p.add_subparsers(dest="fixtures_command")
-    p.set_defaults(func=_cmd_fixtures_help, fixtures_parser=p)
-    u = fsub.add_parser("upload", help="PUT the fixture patients to a FHIR server as transaction Bundles")
-    u.add_argument("--fhir-server", required=True, metavar="URL", help="FHIR R4 base URL")
-    u.add_argument("--id-prefix", default="ts-", metavar="PREFIX",
-                   help="prefix for every uploaded resource id, so a shared server has no clashes (default ts-)")
-    u.add_argument("--fixtures", type=Path, default=default_fixtures_dir(), help="folder of fixture records")
-    u.add_argument("--token", default=os.environ.get("TRIALSCREEN_UPLOAD_TOKEN") or None,
-                   help="bearer token for the FHIR server (default: $TRIALSCREEN_UPLOAD_TOKEN)")
-    u.set_defaults(func=_cmd_fixtures_upload)
