@@ -1,8 +1,8 @@
 """The service's commands: ``trialscreen serve``, ``trialscreen demo`` and ``trialscreen fixtures upload``.
 
-* ``serve`` checks the configuration and migrates the database once, then replaces itself with gunicorn
-  running ``cds_service.hooks.app:create_app()`` (workers import the app themselves: no engine or pool is
-  shared across a fork).
+* ``serve`` builds the app once (the configuration is checked, the database migrated, the process warmed up),
+  then becomes gunicorn's master in the same process; the workers are forks of it, each with its own
+  database pool (hooks/server.py).
 * ``demo`` builds the app, serves it on 127.0.0.1 from a threaded WSGI server, replays a ``patient-view`` call
   with full prefetch for every fixture patient, prints the cards, and keeps serving until Ctrl-C.
 * ``purge-reports`` deletes expired screening reports (for a cron job; writes purge them too).
@@ -49,10 +49,8 @@ from cds_service.security.demo_client import DemoClient, make_demo_client
 from cds_service.shipped import shipped_dir
 
 __all__ = ["LocalServer", "serve_in_thread", "demo_settings", "demo_request_headers",
-           "APP_SPEC", "replay", "upload_fixtures"]
+           "replay", "upload_fixtures"]
 
-APP_SPEC = "cds_service.hooks.app:create_app()"
-GUNICORN_CONFIG = "python:cds_service.hooks.gunicorn_conf"
 DEMO_SITE_TABLES = shipped_dir("site_tables")
 FHIR_JSON = "application/fhir+json"
 
@@ -123,12 +121,6 @@ def demo_request_headers(base_url: str, service_id: str, token: str | None = Non
 
 
 # --- serve --------------------------------------------------------------------------------------------------
-def _gunicorn_argv(host: str, port: int, workers: int, timeout: int) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-            "--timeout", str(timeout), "--graceful-timeout", "20", "--worker-tmp-dir", tempfile.gettempdir(),
-            "--config", GUNICORN_CONFIG, APP_SPEC]
-
-
 def prepare_metrics_dir(environ: MutableMapping[str, str] = os.environ) -> Path:
     """Multiprocess Prometheus metrics for the gunicorn workers: ``PROMETHEUS_MULTIPROC_DIR`` as given (created,
     and emptied of a previous run's files) or a new temporary folder; set in ``environ`` for the workers."""
@@ -147,20 +139,18 @@ def prepare_metrics_dir(environ: MutableMapping[str, str] = os.environ) -> Path:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from cds_service.hooks.server import gunicorn_options, run_gunicorn
+
+    prepare_metrics_dir()  # /metrics adds up every worker's values (set before the app builds its metrics)
     from cds_service.hooks.app import create_app
 
-    # Fail here, with a readable message, rather than in every gunicorn worker; this also runs the database
-    # migrations once before the workers start.
+    # Built once, here in gunicorn's master: a bad configuration stops the service with one readable line
+    # before any worker starts, and the database is migrated once (hooks/server.py).
     app = create_app()
-    store = app.extensions.get("trialscreen.store")
-    if store is not None:
-        store.close()
-    argv = _gunicorn_argv(args.host, args.port, args.workers, args.timeout)
-    prepare_metrics_dir()  # /metrics adds up every worker's values
     print(f"trialscreen: serving on http://{args.host}:{args.port} with gunicorn ({args.workers} workers)",
           file=sys.stderr, flush=True)
-    os.execv(argv[0], argv)
-    return 0  # pragma: no cover - execv does not return
+    run_gunicorn(app, gunicorn_options(args.host, args.port, args.workers, args.timeout))
+    return 0
 
 
 # --- demo ---------------------------------------------------------------------------------------------------
