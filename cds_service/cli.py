@@ -78,6 +78,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     check_registry(knowledge.rules)
     at = args.at
     status = 0
+    screened = 0
     out = sys.stdout
     for item in records_from_paths([Path(p) for p in args.paths], knowledge.tables, at=at,
                                    rules=knowledge.rules):
@@ -86,11 +87,16 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             status = 2
             continue
         result = screen(item, at, knowledge)
+        screened += 1
         if args.format == "json":
             out.write(orjson.dumps(result.to_json()).decode() + "\n")
         else:
             out.write(format_text(result) + "\n\n")
     out.flush()
+    if not screened and not status:  # an empty file or a folder without records is a mistake worth a word
+        print("trialscreen: no patient record found in " + ", ".join(args.paths) +
+              " (empty files, or folders without .json/.ndjson files)", file=sys.stderr)
+        return 2
     return status
 
 

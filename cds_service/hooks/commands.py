@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -295,7 +296,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             try:
                 print(f"\nStill serving at {server.base_url}/cds-services: point a CDS Hooks client at it. "
                       "Ctrl-C stops.", file=out, flush=True)
-                print(_how_to_call(server.base_url, client), file=out, flush=True)
+                request_file = write_demo_request(Path(tmp) / "request.json", server.base_url, patients)
+                print(_how_to_call(server.base_url, client, request_file), file=out, flush=True)
                 threading.Event().wait()
             except KeyboardInterrupt:
                 print("\nstopped", file=out)
@@ -313,11 +315,25 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _how_to_call(base_url: str, client: DemoClient) -> str:
+def write_demo_request(path: Path, base_url: str, patients: list[FixturePatient]) -> Path:
+    """A ready patient-view request body for the first demo patient, with its prefetch as the running service's
+    discovery asks for it, written to ``path`` (in the demo's own folder, deleted when the demo stops)."""
+    with requests.Session() as session:
+        service = _discovery(session, base_url)
+    patient = patients[0]
+    body = {"hook": service["hook"], "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/demo-hematologist", "patientId": patient.patient_id},
+            "prefetch": prefetch_for(patient, service.get("prefetch") or {})}
+    path.write_text(json.dumps(body), encoding="utf-8")
+    return path
+
+
+def _how_to_call(base_url: str, client: DemoClient, request_file: Path) -> str:
     """How a person calls the running demo: the demo's client identity and a ready curl command."""
     from cds_service.hooks.discovery import SERVICE_ID
 
     url = f"{base_url}/cds-services/{SERVICE_ID}"
+    patient = json.loads(request_file.read_text(encoding="utf-8"))["context"]["patientId"]
     return textwrap.dedent(f"""
         Hook calls need a signed bearer token (CDS Hooks 2.0). This demo trusts its own ES384 key:
           issuer {client.iss}, kid {client.kid}
@@ -326,7 +342,8 @@ def _how_to_call(base_url: str, client: DemoClient) -> str:
           (all deleted when the demo stops)
         A fresh token for the hook (audience {url}; valid 5 minutes, usable once):
           curl -X POST '{url}' -H 'Content-Type: application/json' \\
-            -H 'Authorization: Bearer {client.token(url)}' -d @request.json
+            -H 'Authorization: Bearer {client.token(url)}' -d @{request_file}
+          (that file: a patient-view call for {patient}, with full prefetch)
         To use the CDS Hooks sandbox or another client, trust it in a file named by TRIALSCREEN_TRUSTED_CLIENTS
         (docs/security.md) and start the demo again: its clients are trusted alongside the demo's own key.
         Browsers may call from any origin (CORS *).""")
