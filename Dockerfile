@@ -5,6 +5,7 @@
 #   docker run -p 8080:8080 -v trialscreen-state:/var/lib/trialscreen \
 #     -e TRIALSCREEN_PUBLIC_URL=https://cds.example.org -e TRIALSCREEN_FHIR_ALLOWLIST=https://ehr.example.org/fhir \
 #     -e TRIALSCREEN_TRUSTED_CLIENTS=/run/secrets/trusted-clients.yaml trialscreen
+#   docker run --rm trialscreen trialscreen demo --no-serve      # the demo patients, from the packaged fixtures
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,8 +14,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
-# The code tables, trial rules, demo fixtures and example site tables are data the package reads from the
-# source tree; they stay in /app and are named through the environment below.
+# The code tables, trial rules, demo fixtures and example site tables ship inside the wheel (pyproject.toml maps
+# them to cds_service/data/*): the installed package needs no TRIALSCREEN_* variable to find them, and
+# `docker run … trialscreen demo --no-serve` replays the demo patients. /app is only the build context.
 WORKDIR /app
 COPY pyproject.toml README.md openapi.yaml ./
 COPY cds_service ./cds_service
@@ -22,14 +24,15 @@ COPY fhir_mappings ./fhir_mappings
 COPY fixtures ./fixtures
 COPY examples ./examples
 RUN pip install . \
+    && cd / && rm -rf /app \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/trialscreen --shell /usr/sbin/nologin trialscreen \
     && mkdir -p /var/lib/trialscreen /tmp/trialscreen-metrics \
     && chown trialscreen:trialscreen /var/lib/trialscreen /tmp/trialscreen-metrics
+WORKDIR /var/lib/trialscreen
 
 # Defaults; override any with -e / the orchestrator's env. Authentication stays on (TRIALSCREEN_AUTH_REQUIRED):
 # the service refuses to start until TRIALSCREEN_TRUSTED_CLIENTS names the trusted CDS clients.
-ENV TRIALSCREEN_MAPPINGS_DIR=/app/fhir_mappings \
-    TRIALSCREEN_STATE_DIR=/var/lib/trialscreen \
+ENV TRIALSCREEN_STATE_DIR=/var/lib/trialscreen \
     TRIALSCREEN_LOG_LEVEL=INFO \
     PROMETHEUS_MULTIPROC_DIR=/tmp/trialscreen-metrics \
     TRIALSCREEN_PORT=8080 \

@@ -11,29 +11,28 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import orjson
+from cds_service.errors import ConfigurationError
 
-from cds_service.config import Settings, load_knowledge
-from cds_service.criteria.registry import check_registry
-from cds_service.criteria.result import Evidence
-from cds_service.errors import ConfigurationError, InputError
-from cds_service.gather.bundles import records_from_paths
-from cds_service.pipeline import Screening, screen
-from cds_service.runtime import tune_gc
+if TYPE_CHECKING:
+    from cds_service.criteria.result import Evidence
+    from cds_service.pipeline import Screening
+
+# Start-up time is most of a short command's time: each command imports what it uses when it runs (the engine
+# for ``screen``, the service for the others), so ``--help`` and ``screen`` never load Flask or SQLAlchemy.
 
 __all__ = ["main"]
 
 _MARK = {"met": "[x]", "not-met": "[ ]", "unknown": "[?]"}
 
 
-def _parse_at(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(UTC)
+def parse_at(text: str) -> datetime:
+    """An ``--at`` value: ISO 8601, ``Z`` allowed; a time without zone is UTC."""
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--at: not an ISO 8601 date/time: {text!r}") from None
+    except ValueError:  # argparse prefixes "argument --at:"
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {text!r}") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -64,12 +63,22 @@ def format_text(s: Screening) -> str:
 
 
 def _cmd_screen(args: argparse.Namespace) -> int:
+    import orjson
+
+    from cds_service.config import Settings, load_knowledge
+    from cds_service.criteria.registry import check_registry
+    from cds_service.errors import InputError
+    from cds_service.gather.bundles import records_from_paths
+    from cds_service.pipeline import screen
+    from cds_service.runtime import tune_gc
+
     tune_gc()
     settings = Settings.from_env()
     knowledge = load_knowledge(settings)
     check_registry(knowledge.rules)
     at = args.at
     status = 0
+    screened = 0
     out = sys.stdout
     for item in records_from_paths([Path(p) for p in args.paths], knowledge.tables, at=at,
                                    rules=knowledge.rules):
@@ -78,11 +87,16 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             status = 2
             continue
         result = screen(item, at, knowledge)
+        screened += 1
         if args.format == "json":
             out.write(orjson.dumps(result.to_json()).decode() + "\n")
         else:
             out.write(format_text(result) + "\n\n")
     out.flush()
+    if not screened and not status:  # an empty file or a folder without records is a mistake worth a word
+        print("trialscreen: no patient record found in " + ", ".join(args.paths) +
+              " (empty files, or folders without .json/.ndjson files)", file=sys.stderr)
+        return 2
     return status
 
 
@@ -91,15 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("screen", help="screen FHIR bundles / NDJSON files / folders of them")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--at", type=_parse_at, default=None, help="evaluation time, ISO 8601 (default: now)")
-    p.add_argument("--format", choices=("json", "text"), default="text")
+    p.add_argument("--at", type=parse_at, default=None, help="evaluation time, ISO 8601 (default: now)")
+    p.add_argument("--format", choices=("json", "text"), default="text",
+                   help="text: a checklist per patient (default); json: JSON Lines, one object per patient")
     p.set_defaults(func=_cmd_screen)
-    try:  # the service commands live with the service; the engine works without them
-        from cds_service.hooks.commands import add_service_commands
-    except ImportError:
-        pass
-    else:
-        add_service_commands(sub)
+    from cds_service.hooks.command_args import add_service_commands
+
+    add_service_commands(sub, parse_at)
     return parser
 
 

@@ -39,3 +39,19 @@ def test_at_must_be_iso_8601(capsys):
         main(["screen", str(FIXTURE), "--at", "yesterday"])
     assert exc.value.code == 2
     assert "ISO 8601" in capsys.readouterr().err
+
+
+def test_an_empty_file_or_folder_says_so_and_exits_2(tmp_path, capsys):
+    (tmp_path / "empty.ndjson").write_text("")
+    (tmp_path / "nothing").mkdir()
+    for path in (tmp_path / "empty.ndjson", tmp_path / "nothing"):
+        assert main(["screen", str(path), "--at", "2026-10-01T09:00:00Z"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and "no patient record found in" in captured.err
+
+
+def test_a_bad_at_value_names_the_option_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["screen", "x.json", "--at", "yesterday"])
+    err = capsys.readouterr().err
+    assert "argument --at: not an ISO 8601 date/time: 'yesterday'" in err and "--at: --at" not in err

@@ -5,26 +5,18 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
+from serving import free_port, stop_process_group, wait_until_answering
 
 from cds_service.hooks.demo_data import load_fixture_patients, prefetch_for
 
 HOOK_COUNT = re.compile(r'^trialscreen_hook_duration_seconds_count\{hook="patient-view",outcome="(\w+)"\} (\S+)$',
                         re.MULTILINE)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _hook_counts(text: str) -> dict[str, float]:
@@ -35,7 +27,7 @@ def test_serve_metrics_add_up_every_worker(tmp_path):
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     (metrics_dir / "counter_999999.db").write_bytes(b"stale")  # a previous run's file: must be cleared
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIALSCREEN_")}
     env.update({"TRIALSCREEN_STATE_DIR": str(tmp_path / "state"), "TRIALSCREEN_LOG_LEVEL": "WARNING",
                 "TRIALSCREEN_AUTH_REQUIRED": "false", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
@@ -43,14 +35,8 @@ def test_serve_metrics_add_up_every_worker(tmp_path):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.3)
-        assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
+        wait_until_answering(f"{base}/healthz", proc)
+        assert requests.get(f"{base}/readyz", timeout=30).status_code == 200
         assert not (metrics_dir / "counter_999999.db").exists()
 
         templates = requests.get(f"{base}/cds-services", timeout=10).json()["services"][0]["prefetch"]
@@ -77,9 +63,4 @@ def test_serve_metrics_add_up_every_worker(tmp_path):
         workers = {p.name.rsplit("_", 1)[1] for p in metrics_dir.glob("histogram_*.db")}
         assert len(workers) == 2, workers  # both workers served hook calls and wrote their own files
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_process_group(proc)

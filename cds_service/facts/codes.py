@@ -23,6 +23,7 @@ from typing import Any
 import jsonschema
 
 from cds_service.errors import ConfigurationError
+from cds_service.shipped import shipped_dir
 
 try:  # Rust: says "valid" in microseconds where jsonschema takes ~2 ms a table (250 ms of every start-up)
     import jsonschema_rs
@@ -35,8 +36,8 @@ Coding = tuple[str, str]  # (system, code)
 
 
 def default_mappings_dir() -> Path:
-    """The ``fhir_mappings/`` folder shipped beside the package."""
-    return Path(__file__).resolve().parents[2] / "fhir_mappings"
+    """The ``fhir_mappings/`` folder shipped with the package (the source tree's, or the wheel's copy)."""
+    return shipped_dir("fhir_mappings")
 
 
 @dataclass(frozen=True)

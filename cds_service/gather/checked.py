@@ -29,12 +29,13 @@ from __future__ import annotations
 import importlib
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-__all__ = ["JsonNode", "read_observation", "read_checked", "OBSERVATION", "KNOWN_TYPES", "RESOURCES"]
+__all__ = ["JsonNode", "read_observation", "read_checked", "prepare_readers", "OBSERVATION", "KNOWN_TYPES", "RESOURCES"]
 
 
 class JsonNode:
@@ -221,7 +222,8 @@ class _Type:
     choices: tuple[frozenset[str], ...] = ()  # at most one element of each group (a choice type's [x])
     one_required: tuple[frozenset[str], ...] = ()  # exactly one element of each group (a required [x])
 
-    def __post_init__(self) -> None:
+    def build(self) -> None:
+        """Make this type's reader (its element types' readers first: see ``_ensure_readers``)."""
         # Every element of the fhir.resources model reads None unless present, as on the model itself.
         names = {field.alias or name for name, field in self.model.model_fields.items()}
         node_class = type(self.name, (JsonNode,), {"__slots__": (), **dict.fromkeys(names | self.elements.keys())})
@@ -234,6 +236,7 @@ class _Type:
         return getattr(importlib.import_module(f"fhir.resources.R4B.{module}"), name)
 
     def __call__(self, node: Any) -> JsonNode:
+        _ensure_readers()
         return self.read(node)  # type: ignore[attr-defined, no-any-return]
 
 
@@ -490,6 +493,27 @@ KNOWN_TYPES: tuple[_Type, ...] = (
     PROCEDURE, ADMINISTRATION_PERFORMER, ADMINISTRATION_DOSAGE, MEDICATION_ADMINISTRATION, IMMUNIZATION_PERFORMER,
     IMMUNIZATION, ALLERGY_REACTION, ALLERGY_INTOLERANCE, TIMING_REPEAT, TIMING, DOSE_AND_RATE, DOSAGE,
     DISPENSE_REQUEST, SUBSTITUTION, MEDICATION_REQUEST, MEDICATION_STATEMENT)
+_readers_lock = threading.Lock()
+_readers_built = False
+
+
+def _ensure_readers() -> None:
+    """Build every reader once, on first use: a reader's node class lists its model's elements, and importing
+    the ~30 fhir.resources modules that name them costs a short command (``trialscreen --help``, ``screen`` of
+    one file) a third of its time. KNOWN_TYPES lists each type after the types it holds. The service calls
+    ``prepare_readers`` at start-up, so no hook call pays for this."""
+    global _readers_built
+    if _readers_built:
+        return
+    with _readers_lock:
+        if not _readers_built:
+            for spec in KNOWN_TYPES:
+                spec.build()
+            _readers_built = True
+
+
+prepare_readers = _ensure_readers
+
 # The resource types the checked reader reads, by resourceType.
 RESOURCES: dict[str, _Type] = {t.name: t for t in (OBSERVATION, CONDITION, PROCEDURE, MEDICATION_ADMINISTRATION,
                                                     IMMUNIZATION, ALLERGY_INTOLERANCE, MEDICATION_REQUEST,
@@ -498,8 +522,9 @@ RESOURCES: dict[str, _Type] = {t.name: t for t in (OBSERVATION, CONDITION, PROCE
 
 def read_observation(raw: Mapping[str, Any]) -> JsonNode | None:
     """The Observation as checked ``JsonNode`` objects, or None when ``fhir.resources`` must decide."""
+    _ensure_readers()
     try:
-        return OBSERVATION(raw)
+        return OBSERVATION.read(raw)  # type: ignore[attr-defined, no-any-return]
     except _Decline:
         return None
 
@@ -511,7 +536,9 @@ def read_checked(raw: Mapping[str, Any]) -> JsonNode | None:
     spec = RESOURCES.get(rtype) if type(rtype) is str else None  # (a list there is unhashable)
     if spec is None:
         return None
+    if not _readers_built:
+        _ensure_readers()
     try:
-        return spec(raw)
+        return spec.read(raw)  # type: ignore[attr-defined, no-any-return]
     except _Decline:
         return None

@@ -193,6 +193,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from cds_service.hooks.feedback import bp as feedback_bp
 
     app.register_blueprint(feedback_bp)
+    from cds_service.hooks.warmup import warm_up
+
+    # What the first call would otherwise build (readers, UCUM registry, statements...): see warmup.py.
+    warm_up(svc, app.extensions.get("trialscreen.store"))
     log.info("service ready", extra={"count": len(templates)})
     return app
 

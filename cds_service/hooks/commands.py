@@ -1,8 +1,8 @@
 """The service's commands: ``trialscreen serve``, ``trialscreen demo`` and ``trialscreen fixtures upload``.
 
-* ``serve`` checks the configuration and migrates the database once, then replaces itself with gunicorn
-  running ``cds_service.hooks.app:create_app()`` (workers import the app themselves: no engine or pool is
-  shared across a fork).
+* ``serve`` builds the app once (the configuration is checked, the database migrated, the process warmed up),
+  then becomes gunicorn's master in the same process; the workers are forks of it, each with its own
+  database pool (hooks/server.py).
 * ``demo`` builds the app, serves it on 127.0.0.1 from a threaded WSGI server, replays a ``patient-view`` call
   with full prefetch for every fixture patient, prints the cards, and keeps serving until Ctrl-C.
 * ``purge-reports`` deletes expired screening reports (for a cron job; writes purge them too).
@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -25,7 +26,6 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -38,7 +38,6 @@ from cds_service.errors import ConfigurationError, InputError
 from cds_service.hooks.demo_data import (
     FIXTURE_TIME,
     FixturePatient,
-    default_fixtures_dir,
     expected_status,
     load_fixture_patients,
     prefetch_for,
@@ -48,13 +47,12 @@ from cds_service.hooks.demo_data import (
 )
 from cds_service.pipeline import Screening
 from cds_service.security.demo_client import DemoClient, make_demo_client
+from cds_service.shipped import shipped_dir
 
-__all__ = ["add_service_commands", "LocalServer", "serve_in_thread", "demo_settings", "demo_request_headers",
-           "APP_SPEC", "replay", "upload_fixtures"]
+__all__ = ["LocalServer", "serve_in_thread", "demo_settings", "demo_request_headers",
+           "replay", "upload_fixtures"]
 
-APP_SPEC = "cds_service.hooks.app:create_app()"
-GUNICORN_CONFIG = "python:cds_service.hooks.gunicorn_conf"
-DEMO_SITE_TABLES = Path(__file__).resolve().parents[2] / "examples" / "site-tables"
+DEMO_SITE_TABLES = shipped_dir("site_tables")
 FHIR_JSON = "application/fhir+json"
 
 
@@ -124,12 +122,6 @@ def demo_request_headers(base_url: str, service_id: str, token: str | None = Non
 
 
 # --- serve --------------------------------------------------------------------------------------------------
-def _gunicorn_argv(host: str, port: int, workers: int, timeout: int) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-            "--timeout", str(timeout), "--graceful-timeout", "20", "--worker-tmp-dir", tempfile.gettempdir(),
-            "--config", GUNICORN_CONFIG, APP_SPEC]
-
-
 def prepare_metrics_dir(environ: MutableMapping[str, str] = os.environ) -> Path:
     """Multiprocess Prometheus metrics for the gunicorn workers: ``PROMETHEUS_MULTIPROC_DIR`` as given (created,
     and emptied of a previous run's files) or a new temporary folder; set in ``environ`` for the workers."""
@@ -148,25 +140,20 @@ def prepare_metrics_dir(environ: MutableMapping[str, str] = os.environ) -> Path:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from cds_service.hooks.server import gunicorn_options, run_gunicorn
+
+    prepare_metrics_dir()  # /metrics adds up every worker's values (set before the app builds its metrics)
     from cds_service.hooks.app import create_app
 
-    # Fail here, with a readable message, rather than in every gunicorn worker; this also runs the database
-    # migrations once before the workers start. A database that cannot be reached or written is a
-    # ConfigurationError naming TRIALSCREEN_DATABASE_URL or TRIALSCREEN_STATE_DIR (one line, exit 3).
+    # Built once, here in gunicorn's master (hooks/server.py): a bad configuration stops the service with one
+    # readable line before any worker starts (a database that cannot be reached or written is a
+    # ConfigurationError naming TRIALSCREEN_DATABASE_URL or TRIALSCREEN_STATE_DIR: exit 3), the database is
+    # migrated once, and a worker gunicorn restarts is a fork of this app: it never migrates or connects to boot.
     app = create_app()
-    store = app.extensions.get("trialscreen.store")
-    if store is not None:
-        store.close()
-        from cds_service.store.db import MIGRATED_ENV, head_revision
-
-        # the workers skip migrating, so one that restarts while the database is down still boots
-        os.environ[MIGRATED_ENV] = head_revision()
-    argv = _gunicorn_argv(args.host, args.port, args.workers, args.timeout)
-    prepare_metrics_dir()  # /metrics adds up every worker's values
     print(f"trialscreen: serving on http://{args.host}:{args.port} with gunicorn ({args.workers} workers)",
           file=sys.stderr, flush=True)
-    os.execv(argv[0], argv)
-    return 0  # pragma: no cover - execv does not return
+    run_gunicorn(app, gunicorn_options(args.host, args.port, args.workers, args.timeout))
+    return 0
 
 
 # --- demo ---------------------------------------------------------------------------------------------------
@@ -311,7 +298,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             try:
                 print(f"\nStill serving at {server.base_url}/cds-services: point a CDS Hooks client at it. "
                       "Ctrl-C stops.", file=out, flush=True)
-                print(_how_to_call(server.base_url, client), file=out, flush=True)
+                request_file = write_demo_request(Path(tmp) / "request.json", server.base_url, patients)
+                print(_how_to_call(server.base_url, client, request_file), file=out, flush=True)
                 threading.Event().wait()
             except KeyboardInterrupt:
                 print("\nstopped", file=out)
@@ -329,11 +317,25 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _how_to_call(base_url: str, client: DemoClient) -> str:
+def write_demo_request(path: Path, base_url: str, patients: list[FixturePatient]) -> Path:
+    """A ready patient-view request body for the first demo patient, with its prefetch as the running service's
+    discovery asks for it, written to ``path`` (in the demo's own folder, deleted when the demo stops)."""
+    with requests.Session() as session:
+        service = _discovery(session, base_url)
+    patient = patients[0]
+    body = {"hook": service["hook"], "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/demo-hematologist", "patientId": patient.patient_id},
+            "prefetch": prefetch_for(patient, service.get("prefetch") or {})}
+    path.write_text(json.dumps(body), encoding="utf-8")
+    return path
+
+
+def _how_to_call(base_url: str, client: DemoClient, request_file: Path) -> str:
     """How a person calls the running demo: the demo's client identity and a ready curl command."""
     from cds_service.hooks.discovery import SERVICE_ID
 
     url = f"{base_url}/cds-services/{SERVICE_ID}"
+    patient = json.loads(request_file.read_text(encoding="utf-8"))["context"]["patientId"]
     return textwrap.dedent(f"""
         Hook calls need a signed bearer token (CDS Hooks 2.0). This demo trusts its own ES384 key:
           issuer {client.iss}, kid {client.kid}
@@ -342,7 +344,8 @@ def _how_to_call(base_url: str, client: DemoClient) -> str:
           (all deleted when the demo stops)
         A fresh token for the hook (audience {url}; valid 5 minutes, usable once):
           curl -X POST '{url}' -H 'Content-Type: application/json' \\
-            -H 'Authorization: Bearer {client.token(url)}' -d @request.json
+            -H 'Authorization: Bearer {client.token(url)}' -d @{request_file}
+          (that file: a patient-view call for {patient}, with full prefetch)
         To use the CDS Hooks sandbox or another client, trust it in a file named by TRIALSCREEN_TRUSTED_CLIENTS
         (docs/security.md) and start the demo again: its clients are trusted alongside the demo's own key.
         Browsers may call from any origin (CORS *).""")
@@ -404,14 +407,6 @@ def _cmd_fixtures_upload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_at(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _cmd_purge_reports(args: argparse.Namespace) -> int:
     from cds_service.store import open_store
 
@@ -426,40 +421,3 @@ def _cmd_purge_reports(args: argparse.Namespace) -> int:
 def _cmd_fixtures_help(args: argparse.Namespace) -> int:
     args.fixtures_parser.print_help()
     return 2
-
-
-def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``serve``, ``demo`` and ``fixtures upload`` to the ``trialscreen`` command."""
-    p = subparsers.add_parser("serve", help="run the CDS Hooks service with gunicorn")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 in a container)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    p.add_argument("--timeout", type=int, default=30, help="gunicorn worker timeout in seconds (default 30)")
-    p.set_defaults(func=_cmd_serve)
-
-    p = subparsers.add_parser("demo", help="serve on 127.0.0.1 and replay a patient-view call per fixture patient")
-    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080; 0 = any free port)")
-    p.add_argument("--no-serve", action="store_true", help="exit after the replay instead of serving on")
-    p.add_argument("--fixtures", type=Path, default=default_fixtures_dir(), help="folder of fixture records")
-    p.add_argument("--at", type=_parse_at, default=None,
-                   help=f"evaluation time (default {FIXTURE_TIME.isoformat()}, the fixtures' date)")
-    p.set_defaults(func=_cmd_demo)
-
-    p = subparsers.add_parser("purge-reports", help="delete expired screening reports now (they also go on write)")
-    p.set_defaults(func=_cmd_purge_reports)
-
-    from cds_service.hooks.feedback_report import add_feedback_report_command
-
-    add_feedback_report_command(subparsers)
-
-    p = subparsers.add_parser("fixtures", help="work with the fixture patients")
-    fsub = p.add_subparsers(dest="fixtures_command")
-    p.set_defaults(func=_cmd_fixtures_help, fixtures_parser=p)
-    u = fsub.add_parser("upload", help="PUT the fixture patients to a FHIR server as transaction Bundles")
-    u.add_argument("--fhir-server", required=True, metavar="URL", help="FHIR R4 base URL")
-    u.add_argument("--id-prefix", default="ts-", metavar="PREFIX",
-                   help="prefix for every uploaded resource id, so a shared server has no clashes (default ts-)")
-    u.add_argument("--fixtures", type=Path, default=default_fixtures_dir(), help="folder of fixture records")
-    u.add_argument("--token", default=os.environ.get("TRIALSCREEN_UPLOAD_TOKEN") or None,
-                   help="bearer token for the FHIR server (default: $TRIALSCREEN_UPLOAD_TOKEN)")
-    u.set_defaults(func=_cmd_fixtures_upload)

@@ -28,12 +28,11 @@ from cds_service.errors import InputError
 from cds_service.gather.bundles import expand_paths, group_by_patient, patient_reference_of, read_path
 from cds_service.gather.record import build_record
 from cds_service.pipeline import Screening, screen
+from cds_service.shipped import FIXTURE_TIME, shipped_dir
 
 __all__ = ["FIXTURE_TIME", "FixturePatient", "default_fixtures_dir", "load_fixture_patients", "prefetch_for",
            "transaction_for", "expected_status", "screen_fixture", "valid_prefix", "patient_ids"]
 
-# The fixtures' evaluation time: every fixture was written to be screened at this instant.
-FIXTURE_TIME = datetime.fromisoformat("2026-10-01T09:00:00+00:00")
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:trialscreen:fixtures")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9\-.]{0,40}$")
@@ -57,8 +56,8 @@ class FixturePatient:
 
 
 def default_fixtures_dir() -> Path:
-    """The repository's ``fixtures/`` folder (beside the ``cds_service`` package)."""
-    return Path(__file__).resolve().parents[2] / "fixtures"
+    """The demo fixtures shipped with the package (the source tree's ``fixtures/``, or the wheel's copy)."""
+    return shipped_dir("fixtures")
 
 
 def _rewrite_references(node: Any, mapping: Mapping[str, str]) -> Any:

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, select
 from cds_service.config import Settings
 from cds_service.store.models import Feedback
 
-__all__ = ["PeriodRates", "feedback_rates", "format_rates", "add_feedback_report_command", "period_of",
+__all__ = ["PeriodRates", "feedback_rates", "format_rates", "period_of",
            "NO_REASON"]
 
 NO_REASON = "(no reason given)"
@@ -116,13 +116,6 @@ def format_rates(rows: Iterable[PeriodRates], *, by: str, since: date | None) ->
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _parse_since(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--since: not a date (YYYY-MM-DD): {text!r}") from None
-
-
 def _cmd_feedback_report(args: argparse.Namespace) -> int:
     from cds_service.store import open_store
 
@@ -135,13 +128,3 @@ def _cmd_feedback_report(args: argparse.Namespace) -> int:
         store.close()
     print(format_rates(rows, by=args.by, since=args.since), file=out)
     return 0
-
-
-def add_feedback_report_command(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``feedback-report`` to the ``trialscreen`` command."""
-    p = subparsers.add_parser("feedback-report", help="acceptance and override rates of the cards, by reason and "
-                                                      "period")
-    p.add_argument("--since", type=_parse_since, default=None, metavar="DATE",
-                   help="only feedback with an outcome time on or after DATE (YYYY-MM-DD, UTC)")
-    p.add_argument("--by", choices=("month", "week"), default="month", help="period (default month)")
-    p.set_defaults(func=_cmd_feedback_report)

@@ -10,7 +10,6 @@ inline styles only.
 from __future__ import annotations
 
 import html
-import os
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -22,7 +21,6 @@ from cds_service.config import Settings
 from cds_service.errors import StoreUnavailable
 from cds_service.rules import TrialRules
 from cds_service.store import ReportStore, Store, StoreGate, open_store
-from cds_service.store.db import MIGRATED_ENV, head_revision
 
 __all__ = ["STORE_KEY", "SECURITY_HEADERS", "init_reports", "create_report_link", "report_blueprint", "report_saver",
            "report_store_of"]
@@ -81,13 +79,11 @@ def report_blueprint(reports: ReportStore, rules: TrialRules, gate: StoreGate | 
 def init_reports(app: Flask, settings: Settings, rules: TrialRules, store: Store | None = None) -> Store:
     """Open the store (migrating the schema), keep it on the app and register the report blueprint.
 
-    Under ``trialscreen serve`` the schema was migrated before gunicorn started (``MIGRATED_ENV`` names the
-    revision): a worker then opens the store without connecting, so a worker restarted while the database is
-    down still boots and serves cards.
+    Under ``trialscreen serve`` this runs once, in gunicorn's master: workers are forks of the built app, so a
+    worker restarted while the database is down still boots and serves cards.
     """
     if store is None:
-        migrated = os.environ.get(MIGRATED_ENV) == head_revision()
-        store = open_store(settings, migrate_schema=not migrated)
+        store = open_store(settings)
     app.extensions[STORE_KEY] = store
     app.register_blueprint(report_blueprint(store.reports, rules, store.gate))
     return store

@@ -241,10 +241,13 @@ class TokenVerifier:
         if jku is not None and jku not in client.jku:
             raise AuthError("jku is not a key URL configured for this issuer")
         doc: Mapping[str, Any] | None = None
-        url = jku or client.jwks_url
+        # Keys configured for the issuer (inline ``jwks`` or a ``jwks_file``) are used as they are, even when the
+        # token names a listed ``jku``: the listing only allows the header, and a hospital's CDS service often
+        # has no outbound internet to fetch it from. Only an issuer configured by ``jwks_url`` is fetched.
+        url = None if (client.jwks is not None or client.jwks_file is not None) else (jku or client.jwks_url)
         if client.jwks is not None:
             doc = client.jwks
-        elif client.jwks_file is not None and url is None:
+        elif client.jwks_file is not None:
             try:
                 doc = json.loads(client.jwks_file.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:

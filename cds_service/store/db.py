@@ -26,13 +26,11 @@ from sqlalchemy.engine import URL, ExceptionContext, make_url
 from cds_service.config import Settings
 from cds_service.errors import ConfigurationError
 
-__all__ = ["SQLITE_FILENAME", "MIGRATED_ENV", "database_url", "make_engine", "migrate", "head_revision",
+__all__ = ["SQLITE_FILENAME", "database_url", "make_engine", "migrate", "head_revision",
            "current_revision", "writable_file_check"]
 
 SQLITE_FILENAME = "trialscreen.sqlite3"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-# Set by `trialscreen serve` for its gunicorn workers to the revision it migrated to (workers then skip migrating).
-MIGRATED_ENV = "TRIALSCREEN_INTERNAL_MIGRATED_REVISION"
 _PG_LOCK_KEY = 0x7472_6961_6C73  # "trials": one advisory lock id for TrialScreen's migrations
 
 

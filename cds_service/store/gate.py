@@ -53,6 +53,12 @@ class StoreGate:
         self._in_flight = 0
         self._shut_until = float("-inf")
 
+    def after_fork(self) -> None:
+        """In a forked worker: a fresh lock and no operations in flight (the master's threads did not follow)."""
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._shut_until = float("-inf")
+
     @property
     def shut(self) -> bool:
         """True while the gate refuses calls because the database failed less than ``cooldown`` seconds ago."""

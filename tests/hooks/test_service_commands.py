@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import psutil
 import pytest
 import requests
+from serving import free_port, stop_process_group, wait_until_answering
 
 from cds_service.cli import main
 from cds_service.hooks.app import create_app
-from cds_service.hooks.commands import APP_SPEC, _gunicorn_argv, replay, serve_in_thread
+from cds_service.hooks.commands import replay, serve_in_thread
 from cds_service.hooks.demo_data import FIXTURE_TIME, FixturePatient, load_fixture_patients, prefetch_for
+from cds_service.hooks.server import gunicorn_options
 
 LOINC = "http://loinc.org"
 
@@ -126,51 +126,30 @@ def test_replayed_card_links_to_a_report_with_every_criterion(patients, tmp_path
 # --- serve --------------------------------------------------------------------------------------------------
 
 
-def test_gunicorn_command_line_uses_the_app_factory_string():
-    argv = _gunicorn_argv("0.0.0.0", 9000, 3, 30)
-    assert argv[1:3] == ["-m", "gunicorn"] and argv[-1] == APP_SPEC == "cds_service.hooks.app:create_app()"
-    assert argv[argv.index("--bind") + 1] == "0.0.0.0:9000" and argv[argv.index("--workers") + 1] == "3"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_gunicorn_builds_the_app_once_in_the_master():
+    options = gunicorn_options("0.0.0.0", 9000, 3, 30)
+    assert options["preload_app"] is True  # built before the fork, not again in every worker
+    assert options["bind"] == "0.0.0.0:9000" and options["workers"] == 3 and options["timeout"] == 30
 
 
 def test_serve_runs_gunicorn_and_answers(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "TRIALSCREEN_STATE_DIR": str(tmp_path), "TRIALSCREEN_LOG_LEVEL": "WARNING",
            "TRIALSCREEN_AUTH_REQUIRED": "false"}  # this test is about gunicorn, not client authentication
     env.pop("TRIALSCREEN_DATABASE_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port), "--workers", "2"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        resp = None
-        while time.monotonic() < deadline:
-            try:
-                resp = requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=10)
-                break
-            except (requests.ConnectionError, requests.Timeout):
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.3)
-        assert resp is not None and resp.status_code == 200, proc.stdout.read().decode()[-2000:] if proc.poll() else ""
+        resp = wait_until_answering(f"http://127.0.0.1:{port}/cds-services", proc)
         assert resp.json()["services"][0]["hook"] == "patient-view"
-        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
-        assert b"gunicorn" in cmdline and APP_SPEC.encode() in cmdline  # the CLI process became gunicorn
+        # The CLI process is gunicorn's master (SIGTERM to it stops the service): its children are the workers.
+        assert len(psutil.Process(proc.pid).children()) == 2
         assert "gunicorn" in resp.headers.get("Server", "")
         missing = requests.get(f"http://127.0.0.1:{port}/report/{'Q' * 32}", timeout=5)
         assert missing.status_code == 404 and "no-store" in missing.headers["Cache-Control"]
         assert (tmp_path / "trialscreen.sqlite3").is_file()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_process_group(proc)
         proc.stdout.close()
 
 

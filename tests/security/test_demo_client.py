@@ -19,7 +19,7 @@ import yaml
 from cds_service.config import Settings, load_knowledge
 from cds_service.hooks.app import create_app
 from cds_service.hooks.auth import load_clients_for
-from cds_service.hooks.commands import _how_to_call, demo_settings, replay, serve_in_thread
+from cds_service.hooks.commands import _how_to_call, demo_settings, replay, serve_in_thread, write_demo_request
 from cds_service.hooks.demo_data import FIXTURE_TIME, load_fixture_patients
 from cds_service.hooks.report import STORE_KEY
 from cds_service.security.demo_client import DEMO_ISSUER, make_demo_client
@@ -75,10 +75,19 @@ def test_demo_app_needs_the_demo_signature_and_allows_any_origin(tmp_path, patie
             "Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "POST"})
         assert preflight.headers["Access-Control-Allow-Origin"] == "*"
 
-        howto = _how_to_call(server.base_url, client)
+        request_file = write_demo_request(tmp_path / "request.json", server.base_url, patients)
+        howto = _how_to_call(server.base_url, client, request_file)
         url = re.search(r"curl -X POST '([^']+)'", howto)[1]
         token = re.search(r"Authorization: Bearer ([\w.-]+)'", howto)[1]
         assert client.iss in howto and str(client.key_file) in howto
+        printed = Path(re.search(r"-d @(\S+)", howto)[1])
+        assert printed == request_file and printed.is_file()
+        # The printed command works as printed: its body file, its token, one card for the candidate.
+        answer = requests.post(url, data=printed.read_bytes(), timeout=60,
+                               headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        assert answer.status_code == 200 and answer.json()["cards"]
+        token = re.search(r"Authorization: Bearer ([\w.-]+)'", _how_to_call(server.base_url, client,
+                                                                              request_file))[1]
         body = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
                 "context": {"patientId": "nobody"}, "prefetch": {"patient": None}}
         headers = {"Authorization": f"Bearer {token}"}
