@@ -31,8 +31,10 @@ def _clean_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
-                   check=True, cwd=out, env=_clean_env(), timeout=600)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(out), str(ROOT)],
+                           check=True, cwd=out, env=_clean_env(), timeout=600, capture_output=True, text=True)
+    warnings = [line for line in (built.stdout + built.stderr).splitlines() if "Warning" in line]
+    assert not warnings, warnings  # a clean build: no license, package-data or configuration warnings
     (built,) = out.glob("trialscreen-*.whl")
     return built
 
