@@ -54,6 +54,7 @@ __all__ = ["add_service_commands", "LocalServer", "serve_in_thread", "demo_setti
 
 APP_SPEC = "cds_service.hooks.app:create_app()"
 GUNICORN_CONFIG = "python:cds_service.hooks.gunicorn_conf"
+WORKER_CLASS = "cds_service.hooks.gunicorn_worker.DeadlineThreadWorker"
 DEMO_SITE_TABLES = Path(__file__).resolve().parents[2] / "examples" / "site-tables"
 FHIR_JSON = "application/fhir+json"
 
@@ -124,10 +125,15 @@ def demo_request_headers(base_url: str, service_id: str, token: str | None = Non
 
 
 # --- serve --------------------------------------------------------------------------------------------------
-def _gunicorn_argv(host: str, port: int, workers: int, timeout: int) -> list[str]:
+def _gunicorn_argv(host: str, port: int, workers: int, timeout: int, threads: int = 4) -> list[str]:
+    # The threaded worker with read deadlines (gunicorn_worker.py): no slow client can hold a worker or a thread.
+    # No control socket: gunicorn's default path ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl) is
+    # the same for every instance a user runs, so a second instance would take over (or remove) the first one's
+    # socket, and nothing here uses gunicornc; signals (HUP, TERM, TTIN/TTOU) still manage the master.
     return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--worker-class", WORKER_CLASS, "--threads", str(threads),
             "--timeout", str(timeout), "--graceful-timeout", "20", "--worker-tmp-dir", tempfile.gettempdir(),
-            "--config", GUNICORN_CONFIG, APP_SPEC]
+            "--no-control-socket", "--config", GUNICORN_CONFIG, APP_SPEC]
 
 
 def prepare_metrics_dir(environ: MutableMapping[str, str] = os.environ) -> Path:
@@ -156,9 +162,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     store = app.extensions.get("trialscreen.store")
     if store is not None:
         store.close()
-    argv = _gunicorn_argv(args.host, args.port, args.workers, args.timeout)
+    argv = _gunicorn_argv(args.host, args.port, args.workers, args.timeout, args.threads)
     prepare_metrics_dir()  # /metrics adds up every worker's values
-    print(f"trialscreen: serving on http://{args.host}:{args.port} with gunicorn ({args.workers} workers)",
+    print(f"trialscreen: serving on http://{args.host}:{args.port} with gunicorn ({args.workers} workers, "
+          f"{args.threads} threads each)",
           file=sys.stderr, flush=True)
     os.execv(argv[0], argv)
     return 0  # pragma: no cover - execv does not return
@@ -429,7 +436,10 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    p.add_argument("--timeout", type=int, default=30, help="gunicorn worker timeout in seconds (default 30)")
+    p.add_argument("--threads", type=int, default=4,
+                   help="request threads per worker (default 4): how many requests one worker serves at once")
+    p.add_argument("--timeout", type=int, default=30,
+                   help="seconds a worker's event loop may stall before gunicorn restarts it (default 30)")
     p.set_defaults(func=_cmd_serve)
 
     p = subparsers.add_parser("demo", help="serve on 127.0.0.1 and replay a patient-view call per fixture patient")
