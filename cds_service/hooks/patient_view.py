@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, request
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import ClientDisconnected
 
 from cds_service.cards.card import build_cards
@@ -117,6 +118,12 @@ def read_body() -> bytes:
         # client that closed early, as ClientDisconnected) rather than holding a thread.
         raise InputError("the request body did not arrive in full in time (fewer bytes than its Content-Length, "
                          "or sent too slowly)") from None
+    except (ParseException, NoMoreData):  # gunicorn found the body's framing broken (a bad chunk size, ...)
+        raise InputError("the request body is not valid HTTP (its chunked encoding is broken, or it ended "
+                         "early)") from None
+    if request.content_length is not None and len(raw) < request.content_length:
+        raise InputError("the request body is shorter than its Content-Length (the client closed the connection "
+                         "before sending all of it)")
     limit = request.max_content_length
     if limit is not None and request.content_length is None and len(raw) >= limit:
         if request.environ["wsgi.input"].read(1):

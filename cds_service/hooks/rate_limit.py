@@ -27,9 +27,11 @@ from prometheus_client import Counter
 
 __all__ = ["MissLimiter", "client_address", "REPORT_LOOKUPS_REFUSED"]
 
+# Labelled (by the page refused) so that no value exists before the first refusal: an unlabelled counter would open
+# its multiprocess file at import, before `trialscreen serve` has created PROMETHEUS_MULTIPROC_DIR.
 REPORT_LOOKUPS_REFUSED = Counter("trialscreen_report_lookups_refused_total",
                                  "Report page requests refused with 429: too many unknown or expired tokens from "
-                                 "one client address")
+                                 "one client address", ("page",))
 
 _MAX_ADDRESSES = 10_000  # buckets kept; the least recently seen go first (a full one is the same as a new one)
 

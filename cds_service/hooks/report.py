@@ -49,7 +49,7 @@ def _page(html: str, status: int) -> Response:
 
 
 def _too_many(retry_after: int) -> Response:
-    REPORT_LOOKUPS_REFUSED.inc()
+    REPORT_LOOKUPS_REFUSED.labels(page="report").inc()
     resp = Response("Too many requests for unknown screening reports from this address; try again later.\n",
                     status=429, mimetype="text/plain")
     resp.headers.update(SECURITY_HEADERS)
