@@ -240,6 +240,14 @@ def test_bad_input_is_refused_with_4xx_and_recycles_no_worker(server):
     assert "WORKER TIMEOUT" not in log and "Worker exiting" not in log and "Traceback" not in log, log[-3000:]
 
 
+def test_a_broken_body_nobody_reads_gets_one_answer_and_the_connection_closed(server):
+    with raw_connection(server.port) as s:  # /healthz does not read bodies; gunicorn drains it after the answer
+        s.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+        response = read_response(s)
+    assert status_of(response) == 405
+    assert response.count(b"HTTP/1.1 ") == 1, response  # gunicorn alone wrote a second, 400 answer after it
+
+
 def test_no_control_socket_is_shared_between_instances(server):
     # gunicorn's default control socket is $XDG_RUNTIME_DIR/gunicorn.ctl (else ~/.gunicorn/gunicorn.ctl): one
     # path for every instance of the same user. trialscreen serve runs without one.
