@@ -130,6 +130,9 @@ def test_gunicorn_command_line_uses_the_app_factory_string():
     argv = _gunicorn_argv("0.0.0.0", 9000, 3, 30)
     assert argv[1:3] == ["-m", "gunicorn"] and argv[-1] == APP_SPEC == "cds_service.hooks.app:create_app()"
     assert argv[argv.index("--bind") + 1] == "0.0.0.0:9000" and argv[argv.index("--workers") + 1] == "3"
+    # the worker with read deadlines, its threads, and no control socket shared with other instances (issue 17)
+    assert argv[argv.index("--worker-class") + 1] == "cds_service.hooks.gunicorn_worker.DeadlineThreadWorker"
+    assert argv[argv.index("--threads") + 1] == "4" and "--no-control-socket" in argv
 
 
 def _free_port() -> int:
