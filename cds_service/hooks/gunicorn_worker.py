@@ -321,11 +321,15 @@ class DeadlineThreadWorker(ThreadWorker):
         # A request the event loop collected keeps its deadline (a parser reading past the collected bytes, for an
         # oversized header block, is still bound by it). One gthread hands over directly (pipelined behind the
         # previous request) gets a fresh header deadline.
+        if not isinstance(conn, _DeadlineConn):  # a TLS connection, accepted by gthread itself
+            return super().handle(conn)
         if not conn.collected:
             conn.read_deadline = time.monotonic() + self.limits.header
         return super().handle(conn)
 
     def handle_request(self, req: Any, conn: _DeadlineConn) -> bool:
+        if not isinstance(conn, _DeadlineConn):
+            return super().handle_request(req, conn)
         if conn.late:
             conn.read_deadline = time.monotonic()  # the body was given up on: the app's next read fails (400)
         elif conn.collected and conn.body_deadline is not None:  # counted from the end of the headers
