@@ -37,6 +37,7 @@ ENV TRIALSCREEN_STATE_DIR=/var/lib/trialscreen \
     PROMETHEUS_MULTIPROC_DIR=/tmp/trialscreen-metrics \
     TRIALSCREEN_PORT=8080 \
     TRIALSCREEN_WORKERS=2 \
+    TRIALSCREEN_THREADS=4 \
     TRIALSCREEN_WORKER_TIMEOUT=30
 
 USER trialscreen:trialscreen
@@ -51,4 +52,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 
 # `trialscreen serve` checks the configuration and migrates the database once, then execs gunicorn in place
 # (PID 1 is gunicorn's master: SIGTERM from the orchestrator stops the workers gracefully).
-CMD ["sh", "-c", "exec trialscreen serve --host 0.0.0.0 --port \"$TRIALSCREEN_PORT\" --workers \"$TRIALSCREEN_WORKERS\" --timeout \"$TRIALSCREEN_WORKER_TIMEOUT\""]
+CMD ["sh", "-c", "exec trialscreen serve --host 0.0.0.0 --port \"$TRIALSCREEN_PORT\" --workers \"$TRIALSCREEN_WORKERS\" --threads \"$TRIALSCREEN_THREADS\" --timeout \"$TRIALSCREEN_WORKER_TIMEOUT\""]

@@ -53,6 +53,19 @@ class Settings:
     explain_ineligibility: bool = False
     report_ttl_hours: float = 24.0
     max_body_bytes: int = 20 * 1024 * 1024
+    # Reading a request under `trialscreen serve` (cds_service/hooks/gunicorn_worker.py): the headers must be in
+    # within the first, the body within the second, and no wait between two reads of a body may exceed the third
+    # (so a body shorter than its Content-Length is answered 400 after it).
+    request_header_timeout_seconds: float = 10.0
+    request_body_timeout_seconds: float = 30.0
+    request_idle_timeout_seconds: float = 5.0
+    # Report page lookups: at most this many unknown or expired tokens per client address per window (0 = no
+    # limit), then 429 with Retry-After until the window lets one more through (cds_service/hooks/rate_limit.py).
+    report_rate_limit_misses: int = 20
+    report_rate_limit_window_seconds: float = 60.0
+    # Reverse proxies in front that append the caller's address to X-Forwarded-For; 0 = trust none and use the
+    # connection's own address.
+    trusted_proxy_count: int = 0
     database_url: str = ""  # empty = SQLite file under state_dir
     # Longest wait for one database operation (connect, statement, pool, SQLite lock), inside the hook deadline.
     store_timeout_seconds: float = 1.0

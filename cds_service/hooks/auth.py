@@ -6,7 +6,9 @@ Authentication (CDS Hooks 2.0 "Trusting CDS Clients"): every ``POST`` to a hook 
 trusted clients of ``TRIALSCREEN_TRUSTED_CLIENTS``. Discovery (``GET /cds-services``), CORS preflights
 (``OPTIONS``), the report page, health, metrics and the OpenAPI document are not CDS client calls and are
 not authenticated. A failure is a bare 401 (empty body, ``WWW-Authenticate: Bearer realm="trialscreen",
-error="invalid_token"``) and one log line naming the reason, never the token.
+error="invalid_token"``) and one log line naming the reason, never the token. When the reason is a mistake in
+how the client built its token (a registered claim of the wrong type, a ``jti`` too long), the challenge also
+says so in ``error_description``; other reasons (issuer, key, signature, replay) are not told to the caller.
 
 The audience a token must name is the URL the client called: ``TRIALSCREEN_PUBLIC_URL`` (when set: behind
 a proxy the request's own URL is the internal one) or the request's root URL, plus the path. The discovery
@@ -112,9 +114,13 @@ def audiences_for(settings: Settings) -> list[str]:
     return [base + request.path, base + DISCOVERY_PATH]
 
 
-def _unauthorized() -> Response:
+def _unauthorized(description: str | None = None) -> Response:
     resp = Response(b"", status=401, mimetype="text/plain")
-    resp.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+    challenge = WWW_AUTHENTICATE
+    if description:  # RFC 6750 section 3: a quoted string of printable ASCII without '"' or '\\'
+        text = "".join(c for c in description if " " <= c <= "~" and c not in '"\\')
+        challenge += f', error_description="{text}"'
+    resp.headers["WWW-Authenticate"] = challenge
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
@@ -154,7 +160,7 @@ def install_authentication(app: Flask, settings: Settings, *, replay: ReplayGuar
         except AuthError as exc:
             log.warning("CDS client not authenticated", extra={"status": 401, "reason": exc.reason,
                                                                  "route": rule})
-            return _unauthorized()
+            return _unauthorized(exc.reason if exc.tell_client else None)
         g.cds_client = claims.get("iss")
         return None
 

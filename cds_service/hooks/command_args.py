@@ -44,7 +44,10 @@ def add_service_commands(subparsers: argparse._SubParsersAction,
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    p.add_argument("--timeout", type=int, default=30, help="gunicorn worker timeout in seconds (default 30)")
+    p.add_argument("--threads", type=int, default=4,
+                   help="request threads per worker (default 4): how many requests one worker serves at once")
+    p.add_argument("--timeout", type=int, default=30,
+                   help="seconds a worker's event loop may stall before gunicorn restarts it (default 30)")
     p.set_defaults(func=_run(commands, "_cmd_serve"))
 
     p = subparsers.add_parser("demo", help="serve on 127.0.0.1 and replay a patient-view call per fixture patient")

@@ -150,9 +150,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # ConfigurationError naming TRIALSCREEN_DATABASE_URL or TRIALSCREEN_STATE_DIR: exit 3), the database is
     # migrated once, and a worker gunicorn restarts is a fork of this app: it never migrates or connects to boot.
     app = create_app()
-    print(f"trialscreen: serving on http://{args.host}:{args.port} with gunicorn ({args.workers} workers)",
+    print(f"trialscreen: serving on http://{args.host}:{args.port} with gunicorn ({args.workers} workers, "
+          f"{args.threads} threads each)",
           file=sys.stderr, flush=True)
-    run_gunicorn(app, gunicorn_options(args.host, args.port, args.workers, args.timeout))
+    run_gunicorn(app, gunicorn_options(args.host, args.port, args.workers, args.timeout, args.threads))
     return 0
 
 

@@ -192,7 +192,7 @@ def prefetch_for(patient: FixturePatient, templates: Mapping[str, str]) -> dict[
 # --- upload -------------------------------------------------------------------------------------------------
 def valid_prefix(prefix: str) -> str:
     """``prefix`` if it can start a FHIR id (letters, digits, '-' and '.', at most 40), else InputError."""
-    if not _PREFIX_RE.match(prefix):
+    if not _PREFIX_RE.fullmatch(prefix):
         raise InputError(f"id prefix {prefix!r}: use at most 40 letters, digits, '-' or '.'")
     return prefix
 
@@ -206,7 +206,7 @@ def transaction_for(patient: FixturePatient, prefix: str = "") -> dict[str, Any]
         if not isinstance(rtype, str) or not isinstance(rid, str):
             raise InputError(f"{patient.source}: a {rtype or 'resource'} has no id")
         new_id = prefix + rid
-        if not _ID_RE.match(new_id):
+        if not _ID_RE.fullmatch(new_id):
             raise InputError(f"{patient.source}: {rtype}/{rid} with prefix {prefix!r} is not a valid FHIR id")
         mapping[f"{rtype}/{rid}"] = f"{rtype}/{new_id}"
     entries = []

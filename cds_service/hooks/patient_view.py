@@ -15,6 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, request
+from gunicorn.http.errors import NoMoreData, ParseException
+from werkzeug.exceptions import ClientDisconnected
 
 from cds_service.cards.card import build_cards, without_report
 from cds_service.errors import BodyTooLarge, InputError, ServiceNotFound, UnsupportedMediaType
@@ -106,13 +108,27 @@ def _is_json(mimetype: str) -> bool:
 
 
 def read_body() -> bytes:
-    """The request body; BodyTooLarge (413) above ``max_body_bytes``.
+    """The request body; BodyTooLarge (413) above ``max_body_bytes``; InputError (400) for a body that does not
+    arrive in time.
 
     werkzeug answers 413 itself when the Content-Length says the body is too large. A chunked body (no
     Content-Length, as gunicorn passes it on) is instead cut at the limit without a word: one more byte left in
     the input then means the body was too large (not "invalid JSON").
     """
-    raw = request.get_data(cache=False)
+    try:
+        raw = request.get_data(cache=False)
+    except (TimeoutError, ClientDisconnected):
+        # Under `trialscreen serve` the body is read on a deadline (gunicorn_worker.py): a body shorter than its
+        # Content-Length, or one sent too slowly, ends here (werkzeug reports the worker's TimeoutError, and a
+        # client that closed early, as ClientDisconnected) rather than holding a thread.
+        raise InputError("the request body did not arrive in full in time (fewer bytes than its Content-Length, "
+                         "or sent too slowly)") from None
+    except (ParseException, NoMoreData):  # gunicorn found the body's framing broken (a bad chunk size, ...)
+        raise InputError("the request body is not valid HTTP (its chunked encoding is broken, or it ended "
+                         "early)") from None
+    if request.content_length is not None and len(raw) < request.content_length:
+        raise InputError("the request body is shorter than its Content-Length (the client closed the connection "
+                         "before sending all of it)")
     limit = request.max_content_length
     if limit is not None and request.content_length is None and len(raw) >= limit:
         if request.environ["wsgi.input"].read(1):

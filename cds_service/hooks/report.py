@@ -3,22 +3,25 @@
 The app factory calls :func:`init_reports` once (it opens the store, runs the migrations and registers the
 blueprint); the patient-view service calls :func:`create_report_link` with the screening JSON and gets an
 absolute URL with an opaque random token in it (never a patient id). Responses are never cached
-(``Cache-Control: no-store``), send no referrer, and the page runs nothing: ``default-src 'none'`` with
-inline styles only.
+(``Cache-Control: no-store``), send no referrer, cannot be framed by another page, and the page runs nothing:
+``default-src 'none'`` with inline styles only. Lookups of unknown tokens are limited per client address (429
+with ``Retry-After``, see ``cds_service.hooks.rate_limit``).
 """
 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response, current_app, request
 
 from cds_service.cards.report import build_report, render_missing_html, render_report_html
 from cds_service.config import Settings
 from cds_service.errors import StoreUnavailable
+from cds_service.hooks.rate_limit import REPORT_LOOKUPS_REFUSED, MissLimiter, client_address
 from cds_service.rules import TrialRules
 from cds_service.store import ReportStore, Store, StoreGate, open_store
 
@@ -26,10 +29,15 @@ __all__ = ["STORE_KEY", "SECURITY_HEADERS", "init_reports", "create_report_link"
            "report_store_of"]
 
 STORE_KEY = "trialscreen.store"
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # the shape of a report token (cds_service.store.reports)
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Pragma": "no-cache",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'",
+    # frame-ancestors / X-Frame-Options: no other page may frame the report (clickjacking); the second for
+    # browsers that predate CSP level 2.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "X-Robots-Tag": "noindex, nofollow",
@@ -51,27 +59,52 @@ def _unavailable_page(trial_id: str) -> Response:
     return resp
 
 
-def report_blueprint(reports: ReportStore, rules: TrialRules, gate: StoreGate | None = None) -> Blueprint:
+def _too_many(retry_after: int) -> Response:
+    REPORT_LOOKUPS_REFUSED.labels(page="report").inc()
+    resp = Response("Too many requests for unknown screening reports from this address; try again later.\n",
+                    status=429, mimetype="text/plain")
+    resp.headers.update(SECURITY_HEADERS)
+    resp.headers["Retry-After"] = str(retry_after)
+    return resp
+
+
+def report_blueprint(reports: ReportStore, rules: TrialRules, gate: StoreGate | None = None,
+                     settings: Settings | None = None) -> Blueprint:
     """A blueprint serving stored reports from ``reports``, labelled with ``rules``; reads go through ``gate``
-    (a 503 page when the database does not answer in time)."""
+    (a 503 page when the database does not answer in time); lookups of unknown tokens are limited per client
+    address by ``settings`` (``report_rate_limit_*``, ``trusted_proxy_count``; see ``cds_service.hooks.rate_limit``)."""
+    settings = settings or Settings()
     bp = Blueprint("report", __name__)
     gate = gate or StoreGate(1.0)
+    limiter = MissLimiter(settings.report_rate_limit_misses, settings.report_rate_limit_window_seconds)
+
+    def missing() -> Response:
+        return _page(render_missing_html(rules.trial_id), 404)
 
     @bp.get("/report/<path:token>")  # any path below /report/ gets the same 404 page, not Flask's
     def show_report(token: str) -> Response:
-        try:
-            screening, expires = gate.run("report read", lambda: (reports.get(token), reports.expires_at(token)))
-        except StoreUnavailable:
-            return _unavailable_page(rules.trial_id)
+        who = client_address(request.remote_addr, request.headers, settings.trusted_proxy_count)
+        wait = limiter.retry_after(who)
+        if wait is not None:  # refused before the lookup: a refused request tests no guess
+            return _too_many(wait)
+        screening = expires = None
+        # fullmatch: the store's own check lets a token followed by a newline through to the database
+        if _TOKEN.fullmatch(token):
+            try:
+                screening, expires = gate.run("report read",
+                                              lambda: (reports.get(token), reports.expires_at(token)))
+            except StoreUnavailable:
+                return _unavailable_page(rules.trial_id)
         if screening is None:
-            return _page(render_missing_html(rules.trial_id), 404)
+            limiter.miss(who)
+            return missing()
         view = build_report(screening, rules, expires_at=expires)
         return _page(render_report_html(view), 200)
 
     @bp.get("/report/")
     @bp.get("/report")
     def no_report() -> Response:
-        return _page(render_missing_html(rules.trial_id), 404)
+        return missing()
 
     return bp
 
@@ -85,7 +118,7 @@ def init_reports(app: Flask, settings: Settings, rules: TrialRules, store: Store
     if store is None:
         store = open_store(settings)
     app.extensions[STORE_KEY] = store
-    app.register_blueprint(report_blueprint(store.reports, rules, store.gate))
+    app.register_blueprint(report_blueprint(store.reports, rules, store.gate, settings))
     return store
 
 

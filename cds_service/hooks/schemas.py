@@ -3,11 +3,15 @@
 The schema checks the envelope (``hook``, ``hookInstance``, ``fhirServer``, ``fhirAuthorization``,
 ``context``, ``prefetch``), not the FHIR resources inside the prefetch: those are parsed one by one later,
 and an invalid one is skipped and reported as a data problem rather than failing the whole call.
-``context.patientId`` must be a FHIR id, because it is put into the URLs of FHIR queries.
+``context.patientId`` must be a FHIR id, because it is put into the URLs of FHIR queries. A pattern must match
+the whole string: ``$`` is the end of the string, as in JSON Schema, not Python's "or before a final newline".
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 import jsonschema
@@ -62,7 +66,25 @@ REQUEST_SCHEMA: dict[str, Any] = {
     "dependentRequired": {"fhirAuthorization": ["fhirServer"]},
 }
 
-_VALIDATOR = jsonschema.Draft202012Validator(REQUEST_SCHEMA)
+
+
+@lru_cache(maxsize=64)
+def _whole_string(pattern: str) -> re.Pattern[str]:
+    """``pattern`` with a final ``$`` meaning the end of the string, as in the ECMA-262 regexes JSON Schema
+    patterns are: Python's ``$`` also matches before a final newline, so ``"<uuid>\\n"`` matched ``^<uuid>$``."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
+    if validator.is_type(instance, "string") and not _whole_string(pattern).search(instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# The 2020-12 validator with "pattern" anchored as JSON Schema means it (see _whole_string).
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern})
+_VALIDATOR = _Validator(REQUEST_SCHEMA)
 
 
 def _bad_prefetch_value(error: jsonschema.ValidationError) -> str | None:

@@ -21,12 +21,22 @@ from cds_service.hooks.report import STORE_KEY
 __all__ = ["gunicorn_options", "run_gunicorn"]
 
 
-def gunicorn_options(host: str, port: int, workers: int, timeout: int) -> dict[str, Any]:
+# The threaded worker with read deadlines (gunicorn_worker.py): no slow client can hold a worker or a thread.
+WORKER_CLASS = "cds_service.hooks.gunicorn_worker.DeadlineThreadWorker"
+
+
+def gunicorn_options(host: str, port: int, workers: int, timeout: int, threads: int = 4) -> dict[str, Any]:
     """The gunicorn settings ``trialscreen serve`` runs with (everything else is gunicorn's default)."""
     return {
         "bind": f"{host}:{port}",
         "workers": workers,
+        "worker_class": WORKER_CLASS,
+        "threads": threads,
         "timeout": timeout,
+        # No control socket: gunicorn's default path ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl)
+        # is the same for every instance a user runs, so a second instance would take over (or remove) the first
+        # one's socket, and nothing here uses gunicornc; signals (HUP, TERM, TTIN/TTOU) still manage the master.
+        "control_socket_disable": True,
         "graceful_timeout": 20,
         "worker_tmp_dir": tempfile.gettempdir(),
         "preload_app": True,

@@ -9,7 +9,9 @@ Rules (CDS Hooks 2.0 "Trusting CDS Clients", hardened):
 * the key is chosen by ``kid`` (required), and must fit the algorithm;
 * ``aud`` must be this service's endpoint URL (or its discovery URL, which some clients send);
 * ``exp``, ``iat`` (not in the future beyond a bounded clock skew) and ``nbf`` are checked; ``jti`` is required
-  and remembered until the token expires, so a replay is refused.
+  (at most ``MAX_JTI_LENGTH`` characters) and remembered until the token expires, so a replay is refused;
+* every registered claim must have its JSON type (numbers for the dates, strings, ``aud`` a string or a list of
+  them) before any is used: a wrong type is a 401 saying which claim, never a 500.
 
 A failure raises ``AuthError`` whose ``reason`` is safe to log (it never contains the token). Verification is
 done with PyJWT, a maintained library; this module only decides which key and which claims to trust.
@@ -18,6 +20,7 @@ done with PyJWT, a maintained library; this module only decides which key and wh
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -41,17 +44,55 @@ __all__ = [
     "MemoryReplayGuard",
     "TokenVerifier",
     "ALLOWED_ALGORITHMS",
+    "MAX_JTI_LENGTH",
+    "check_claim_types",
 ]
 
 ALLOWED_ALGORITHMS = ("ES384", "RS384")
 
 
 class AuthError(TrialScreenError):
-    """The request's bearer token is missing or not trusted. ``reason`` is safe to log."""
+    """The request's bearer token is missing or not trusted. ``reason`` is safe to log.
 
-    def __init__(self, reason: str) -> None:
+    ``tell_client``: the reason is a mistake in how the client built its token (a claim of the wrong type, a
+    ``jti`` over :data:`MAX_JTI_LENGTH`), safe and useful to say in the 401's ``error_description``; other reasons
+    (unknown issuer, bad signature, replay) are only logged, so a caller cannot probe the trust configuration.
+    """
+
+    def __init__(self, reason: str, *, tell_client: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.tell_client = tell_client
+
+
+# A jti is remembered (cds_used_jti) until its token expires; a client's random id needs a few dozen characters.
+MAX_JTI_LENGTH = 255
+_NUMERIC_DATES = ("exp", "iat", "nbf")
+_STRING_CLAIMS = ("iss", "sub", "jti")
+
+
+def check_claim_types(claims: Mapping[str, Any]) -> None:
+    """Refuse registered claims of the wrong JSON type (RFC 7519 section 4.1), before any is used.
+
+    ``exp``/``iat``/``nbf`` must be finite JSON numbers (PyJWT accepts the string ``"1767225600"`` and lets NaN
+    through; arithmetic on either failed with a 500), ``iss``/``sub``/``jti`` strings, ``aud`` a string or a
+    list of strings; ``jti`` is at most :data:`MAX_JTI_LENGTH` characters and not empty.
+    """
+    for name in _NUMERIC_DATES:
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, (int, float))
+                               or not math.isfinite(value)):
+            raise AuthError(f"claim {name!r} must be a number of seconds (a JSON number)", tell_client=True)
+    for name in _STRING_CLAIMS:
+        if name in claims and not isinstance(claims[name], str):
+            raise AuthError(f"claim {name!r} must be a string", tell_client=True)
+    aud = claims.get("aud")
+    if "aud" in claims and not (isinstance(aud, str)
+                                or (isinstance(aud, list) and all(isinstance(a, str) for a in aud))):
+        raise AuthError("claim 'aud' must be a string or a list of strings", tell_client=True)
+    jti = claims.get("jti")
+    if isinstance(jti, str) and not 0 < len(jti) <= MAX_JTI_LENGTH:
+        raise AuthError(f"claim 'jti' must be 1 to {MAX_JTI_LENGTH} characters", tell_client=True)
 
 
 @dataclass(frozen=True)
@@ -193,6 +234,9 @@ class TokenVerifier:
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise AuthError(f"malformed token ({type(exc).__name__})") from exc
+        if not isinstance(unverified, dict):
+            raise AuthError("malformed token (the claims are not a JSON object)")
+        check_claim_types(unverified)
         alg = header.get("alg")
         if alg not in ALLOWED_ALGORITHMS:
             raise AuthError(f"algorithm {alg!r} is not allowed")

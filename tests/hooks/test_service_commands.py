@@ -130,6 +130,9 @@ def test_gunicorn_builds_the_app_once_in_the_master():
     options = gunicorn_options("0.0.0.0", 9000, 3, 30)
     assert options["preload_app"] is True  # built before the fork, not again in every worker
     assert options["bind"] == "0.0.0.0:9000" and options["workers"] == 3 and options["timeout"] == 30
+    # the worker with read deadlines, its threads, and no control socket shared with other instances (issue 17)
+    assert options["worker_class"] == "cds_service.hooks.gunicorn_worker.DeadlineThreadWorker"
+    assert options["threads"] == 4 and options["control_socket_disable"] is True
 
 
 def test_serve_runs_gunicorn_and_answers(tmp_path):
