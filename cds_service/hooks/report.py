@@ -87,12 +87,15 @@ def report_blueprint(reports: ReportStore, rules: TrialRules, gate: StoreGate | 
         wait = limiter.retry_after(who)
         if wait is not None:  # refused before the lookup: a refused request tests no guess
             return _too_many(wait)
+        def read() -> tuple[Any, Any]:
+            found = reports.get(token)
+            return found, (reports.expires_at(token) if found is not None else None)
+
         screening = expires = None
         # fullmatch: the store's own check lets a token followed by a newline through to the database
         if _TOKEN.fullmatch(token):
             try:
-                screening, expires = gate.run("report read",
-                                              lambda: (reports.get(token), reports.expires_at(token)))
+                screening, expires = gate.run("report read", read)
             except StoreUnavailable:
                 return _unavailable_page(rules.trial_id)
         if screening is None:
