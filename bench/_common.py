@@ -249,7 +249,14 @@ def ratios_line(name: str, ratios: dict[Any, float], target: float, *, scope: st
     else:
         outcome = f"met at {', '.join(met)}; NOT met at {', '.join(missed)}"
     values = ", ".join(f"{label(k)}={r:.2f}x" for k, r in ratios.items())
-    return f"RATIOS {name}: {values} (target <= {target:g}x{scope}: {outcome})"
+    return f"RATIOS {name}: {values} (target <= {target:g}x{scope}: {outcome}); {load_average()}"
+
+
+def load_average() -> str:
+    """The machine's 1/5/15-minute load averages, printed beside every RATIOS line: a ratio measured on a
+    busy machine is read differently."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
 def machine() -> str:

@@ -25,6 +25,7 @@ from _common import (
     bench_app,
     full_prefetch,
     hook_body,
+    load_average,
     machine,
     patient_id_of,
     service_url,
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                 [[f"{len(body) / 1e6:.2f}", f"{peak / 1e6:.1f}", f"{statistics.median(rss) / 1e6:.1f}",
                   f"{ratio:.2f}x", args.repeat]]))
     print()
-    print(f"RATIOS memory: peak/body = {ratio:.2f}x (target <= {TARGET:g}x: {verdict(ratio <= TARGET)})")
+    print(f"RATIOS memory: peak/body = {ratio:.2f}x (target <= {TARGET:g}x: {verdict(ratio <= TARGET)}); "
+          f"{load_average()}")
     return 0
 
 

@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 
 import requests
-from _common import machine, ms, table
+from _common import load_average, machine, ms, table
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     outcome = "met" if not missed else ("NOT met" if not met else f"met at {', '.join(met)}; NOT met at "
                                                                   f"{', '.join(missed)}")
     values = ", ".join(f"{k}={r:.2f}x (<= {TARGETS[k]:g}x)" for k, r in ratios.items())
-    print(f"RATIOS startup: {values}: {outcome}; load average {os.getloadavg()[0]:.2f}")
+    print(f"RATIOS startup: {values}: {outcome}; {load_average()}")
     return 0
 
 

@@ -37,6 +37,7 @@ from _common import (
     aml_record,
     full_prefetch,
     hook_body,
+    load_average,
     machine,
     patient_id_of,
     service_url,
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = ratio >= TARGET and errors == 0
     print()
     print(f"RATIOS throughput: hook/json-only req/s = {ratio:.2f} ({1 / ratio if ratio else float('inf'):.1f}x "
-          f"fewer), errors {errors} (target >= 0.33, zero errors: {verdict(ok)})")
+          f"fewer), errors {errors} (target >= 0.33, zero errors: {verdict(ok)}); {load_average()}")
     return 0
 
 
