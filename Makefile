@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench hapi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ lint: setup
 
 test: lint
 	$(VENV)/bin/pytest
+
+# A local HAPI FHIR JPA server (R4, empty, H2 in memory) on http://127.0.0.1:8091/fhir for the walkthrough;
+# built once from Maven Central (scripts/build_hapi.sh, needs Java 17 + Maven). Ctrl-C stops it.
+hapi:
+	bash scripts/run_hapi.sh 8091
 
 bench: setup
 	for b in bench/[a-z]*.py; do $(PY) $$b || exit 1; done

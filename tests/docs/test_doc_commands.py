@@ -78,7 +78,7 @@ def _port_free(port: int) -> bool:
 def _needs_the_checkout_venv_and_ports():
     if not (VENV / "trialscreen").exists():
         pytest.skip("the docs' commands use the checkout's .venv (make setup)")
-    busy = [p for p in (8080, 8090) if not _port_free(p)]
+    busy = [p for p in (8080, 8090, 8091) if not _port_free(p)]
     if busy:
         why = f"the docs' ports {busy} are in use on this machine"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
@@ -183,6 +183,18 @@ def test_walkthrough_local_server_upload_serve_and_curl(commands, started):
     assert answer.returncode == 0, answer.stderr
     cards = json.loads(answer.stdout)["cards"]
     assert cards and "Possible candidate" in cards[0]["summary"]
+
+
+def test_walkthrough_local_hapi_server_and_upload(commands, started):
+    """Step 1's HAPI alternative: ``make hapi`` (builds once, then a JVM start of 20-30 s) and the upload."""
+    if os.environ.get("TRIALSCREEN_HAPI", "") == "0" and os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
+        pytest.skip("HAPI tests turned off (TRIALSCREEN_HAPI=0)")
+    hapi = _start(_ran(commands, "make hapi"), _env(), started)
+    wait_until_answering("http://127.0.0.1:8091/fhir/metadata", hapi, deadline_seconds=900)
+    upload = _run(_ran(commands, ".venv/bin/trialscreen fixtures upload --fhir-server http://127.0.0.1:8091/fhir"),
+                  _env())
+    documented = re.search(r"Uploaded (\d+) patients", (ROOT / "docs/walkthrough.md").read_text())[1]
+    assert upload.returncode == 0 and upload.stdout.startswith(f"Uploaded {documented} patients"), upload.stderr
 
 
 def test_security_guide_serve_lines_start(commands, started, tmp_path):

@@ -62,8 +62,11 @@ def loaded(fhir_server, patients):
 @contextmanager
 def service(knowledge, allow: tuple[str, ...], **settings) -> Iterator[str]:
     """Our app on a real loopback HTTP server; yields its base URL."""
+    # These tests check what is read, not how fast: HAPI's JVM warming up its queries on a loaded 2-core machine
+    # can take longer than the production deadline (3 s). The deadline has tests of its own (slow server below).
     overrides = {"environ": {}, "knowledge": knowledge, "clock": lambda: FIXTURE_TIME, "auth_required": False,
-                 "explain_ineligibility": True, "fhir_allowlist": allow, **settings}
+                 "explain_ineligibility": True, "fhir_allowlist": allow, "fhir_deadline_seconds": 20.0,
+                 **settings}
     server = serve_in_thread(create_app(overrides))
     try:
         yield server.base_url
@@ -148,6 +151,50 @@ def test_server_off_the_allowlist_gets_no_request(loaded, patients, knowledge):
     assert body == {"cards": []}  # without the Patient there is nothing to screen
 
 
+# --- HAPI with a bearer token required (its /secure/fhir base over the same database) ---------------------------
+@pytest.fixture(scope="module")
+def hapi_secure(hapi_server, patients):
+    """HAPI's token-guarded base, with the candidate fixture loaded under a prefix of its own."""
+    hapi_server.load_bundle(transaction_for(_candidate(patients), SECURE_PREFIX))
+    return hapi_server
+
+
+SECURE_PREFIX = f"hs{uuid.uuid4().hex[:6]}-"
+
+
+def test_hapi_401_for_a_wrong_token_marks_kinds_not_retrieved(hapi_secure, patients, knowledge):
+    p = _candidate(patients)
+    secure = hapi_secure.secure_base_url
+    with service(knowledge, (secure,)) as base:
+        body, _ = call(base, SECURE_PREFIX + p.patient_id, secure,
+                       prefetch=_partial_prefetch(p, SECURE_PREFIX), token="bad-token")
+    reasons = screening_of(body)["not_retrieved"]
+    assert "refused the access token (HTTP 401)" in reasons["Observation"]
+    assert "Condition" not in reasons  # prefetched
+    # HAPI's own 401: an OperationOutcome and a WWW-Authenticate challenge
+    raw = requests.get(f"{secure}/Patient/{SECURE_PREFIX}{p.patient_id}", timeout=30,
+                       headers={"Accept": "application/fhir+json", "Authorization": "Bearer bad-token"})
+    assert raw.status_code == 401 and raw.json()["resourceType"] == "OperationOutcome"
+    assert "realm=" in raw.headers["WWW-Authenticate"]  # HAPI's AuthenticationException writes a Basic challenge
+
+
+def test_hapi_401_on_the_patient_read_gives_no_card(hapi_secure, patients, knowledge):
+    secure = hapi_secure.secure_base_url
+    with service(knowledge, (secure,)) as base:
+        body, _ = call(base, SECURE_PREFIX + _candidate(patients).patient_id, secure, token="bad-token")
+    assert body == {"cards": []}
+
+
+def test_hapi_with_the_right_token_gives_the_bundle_screening(hapi_secure, patients, knowledge):
+    p = _candidate(patients)
+    secure = hapi_secure.secure_base_url
+    with service(knowledge, (secure,)) as base:
+        body, _ = call(base, SECURE_PREFIX + p.patient_id, secure, token=hapi_secure.token)
+    got = screening_of(body)
+    assert "not_retrieved" not in got, got.get("not_retrieved")
+    assert got == expected(p, knowledge, SECURE_PREFIX)
+
+
 # --- servers that misbehave (tiny local HTTP servers) ----------------------------------------------------------
 class _Handler(http.server.BaseHTTPRequestHandler):
     mode = "401"
@@ -196,11 +243,13 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _partial_prefetch(p) -> dict:
+def _partial_prefetch(p, prefix: str = "") -> dict:
     """Only the Patient and its Conditions prefetched: everything else must come from the FHIR server."""
-    return {"patient": p.patient,
+    resources = [e["resource"] for e in transaction_for(p, prefix)["entry"]] if prefix else [p.patient, *p.resources]
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    return {"patient": patient,
             "conditions": {"resourceType": "Bundle", "type": "searchset",
-                           "entry": [{"resource": r} for r in p.resources if r["resourceType"] == "Condition"]}}
+                           "entry": [{"resource": r} for r in resources if r["resourceType"] == "Condition"]}}
 
 
 def _candidate(patients):

@@ -5,6 +5,7 @@ retrieved. Skipped (not failed) when the folder is absent."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 
@@ -19,7 +20,18 @@ from cds_service.hooks.discovery import SERVICE_ID
 
 pytestmark = pytest.mark.integration
 
-SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "synthea"
+
+
+def _synthea_dir() -> Path:
+    """The shared Synthea folder: ``TRIALSCREEN_SYNTHEA_DIR``, else ``shared/synthea`` beside the checkout (or
+    beside the worktrees' folder, for a git worktree one level deeper)."""
+    here = Path(__file__).resolve()
+    candidates = [os.environ.get("TRIALSCREEN_SYNTHEA_DIR", ""), str(here.parents[3] / "shared" / "synthea"),
+                  str(here.parents[4] / "shared" / "synthea")]
+    return next((Path(c) for c in candidates if c and Path(c).is_dir()), Path(candidates[1]))
+
+
+SYNTHEA = _synthea_dir()
 EXT = "org.trialscreen.screening"
 
 
@@ -50,7 +62,9 @@ def apps(fhir_server):
     for name, explain in (("default", False), ("explain", True)):
         app = create_app({"environ": {}, "knowledge": knowledge, "clock": lambda: FIXTURE_TIME,
                           "auth_required": False, "explain_ineligibility": explain,
-                          "fhir_allowlist": (fhir_server.base_url,)})
+                          "fhir_allowlist": (fhir_server.base_url,),
+                          # what is read, not how fast (a loaded machine, HAPI's JVM warming up its queries)
+                          "fhir_deadline_seconds": 20.0})
         servers[name] = serve_in_thread(app)
     yield {k: s.base_url for k, s in servers.items()}
     for s in servers.values():
@@ -97,3 +111,12 @@ def test_synthea_records_through_the_fhir_server_give_no_card(apps, synthea, on_
     for p in synthea:
         fhir = {"fhirServer": on_server.base_url}
         _check(_call(apps["default"], p.patient_id, **fhir), _call(apps["explain"], p.patient_id, **fhir), p.source)
+
+
+def test_synthea_screening_through_the_fhir_server_equals_the_bundle_screening(apps, synthea, on_server):
+    """The whole checklist (evidence included), not only the status: FHIR queries give what the bundle gives."""
+    templates = requests.get(f"{apps['explain']}/cds-services", timeout=10).json()["services"][0]["prefetch"]
+    for p in synthea:
+        via_bundle = _call(apps["explain"], p.patient_id, prefetch=prefetch_for(p, templates))
+        via_fhir = _call(apps["explain"], p.patient_id, fhirServer=on_server.base_url)
+        assert via_fhir["cards"][0]["extension"][EXT] == via_bundle["cards"][0]["extension"][EXT], p.source
