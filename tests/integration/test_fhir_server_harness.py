@@ -331,3 +331,83 @@ def test_synthea_record_loads_and_is_searchable(fhir_server: LocalFhirServer) ->
           f"load {t_load:.2f}s; hospital+practitioner bundles {t_infra:.2f}s; ANALYZE {t_analyze:.3f}s; "
           f"Patient?identifier {t_search * 1000:.1f} ms; Observation?patient&_sort=-date ({n_obs}) "
           f"{t_obs * 1000:.1f} ms")
+
+
+# ---------------------------------------------------------------- paging caps, _include, errors (both servers)
+
+CAP_PATIENT = "ts-harness-cap"
+CAP_N = 60  # more than HAPI's largest page (50)
+
+
+@pytest.fixture(scope="module")
+def many_observations(fhir_server: LocalFhirServer) -> int:
+    entries = [_put({"resourceType": "Patient", "id": CAP_PATIENT})]
+    for i in range(CAP_N):
+        entries.append(_put(_observation(f"{CAP_PATIENT}-obs-{i:02d}", CAP_PATIENT, LOINC, ALT,
+                                         f"2026-0{1 + i % 9}-{1 + i % 28:02d}T08:00:00Z")))
+    fhir_server.load_bundle({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    fhir_server.analyze()
+    return CAP_N
+
+
+def test_count_is_capped_and_next_links_give_the_rest(fhir_server: LocalFhirServer, many_observations: int) -> None:
+    """Asking for more than the server's largest page gives its cap (HAPI 50, sekmet 1000) and next links."""
+    page = get(f"{fhir_server.base_url}/Observation", {"patient": CAP_PATIENT, "_count": "2000", "_sort": "-date"})
+    cap = 50 if isinstance(fhir_server, HapiServer) else 1000
+    seen = [o["id"] for o in matches(page)]
+    assert len(seen) == min(cap, many_observations)
+    pages = 1
+    while (url := link(page, "next")) is not None and pages < 10:
+        assert url.startswith(fhir_server.base_url)  # HAPI: [base]?_getpages=<search id>&_getpagesoffset=...
+        page = get(url)
+        seen += [o["id"] for o in matches(page)]
+        pages += 1
+    assert sorted(seen) == sorted(f"{CAP_PATIENT}-obs-{i:02d}" for i in range(many_observations))
+    assert pages == -(-many_observations // cap)
+
+
+def test_category_code_and_date_search(fhir_server: LocalFhirServer, harness_loaded: dict[str, Any]) -> None:
+    got = matches(get(f"{fhir_server.base_url}/Observation", {
+        "patient": PATIENT_ID, "category": "http://terminology.hl7.org/CodeSystem/observation-category|laboratory",
+        "code": f"{LOINC}|{HGB}", "date": "ge2026-03-01", "_count": "50"}))
+    assert sorted(o["id"] for o in got) == [f"{PATIENT_ID}-obs-21", f"{PATIENT_ID}-obs-22"]
+    assert matches(get(f"{fhir_server.base_url}/Observation",
+                       {"patient": PATIENT_ID, "category": "vital-signs"})) == []
+
+
+def test_include_of_the_medication(fhir_server: LocalFhirServer) -> None:
+    pid = "ts-harness-inc"
+    fhir_server.load_bundle({"resourceType": "Bundle", "type": "transaction", "entry": [
+        _put({"resourceType": "Patient", "id": pid}),
+        _put({"resourceType": "Medication", "id": f"{pid}-med", "code": {"coding": [
+            {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1187832"}]}}),
+        _put({"resourceType": "MedicationRequest", "id": f"{pid}-mr", "status": "active", "intent": "order",
+              "medicationReference": {"reference": f"Medication/{pid}-med"},
+              "subject": {"reference": f"Patient/{pid}"}}),
+    ]})
+    bundle = get(f"{fhir_server.base_url}/MedicationRequest",
+                 {"patient": pid, "_include": "MedicationRequest:medication"})
+    modes = sorted((e["resource"]["resourceType"], e["search"]["mode"]) for e in bundle["entry"])
+    assert modes == [("Medication", "include"), ("MedicationRequest", "match")]
+
+
+def test_unknown_parameter_through_the_service_client(fhir_server: LocalFhirServer,
+                                                      harness_loaded: dict[str, Any]) -> None:
+    """HAPI refuses an unknown search parameter (400 + OperationOutcome HAPI-0524); sekmet ignores it with a
+    warning entry. The service's client turns the first into a reason and reads through the second."""
+    from cds_service.gather.fhir_client import Allowlist, Deadline, FhirClient, Query
+
+    client = FhirClient(fhir_server.base_url, token=None, allowlist=Allowlist.parse([fhir_server.base_url]),
+                        max_pages=5, deadline=Deadline(30))
+    result = client.search(Query("Condition", f"Condition?patient={PATIENT_ID}&no-such-param=1"))
+    raw = requests.get(f"{fhir_server.base_url}/Condition", params={"patient": PATIENT_ID, "no-such-param": "1"},
+                       headers={"Accept": "application/fhir+json"}, timeout=TIMEOUT)
+    if isinstance(fhir_server, HapiServer):
+        assert raw.status_code == 400 and raw.json()["resourceType"] == "OperationOutcome"
+        assert "HAPI-0524" in raw.json()["issue"][0]["diagnostics"]
+        assert result.error == "the FHIR server answered HTTP 400" and result.resources == []
+    else:
+        assert raw.status_code == 200
+        assert result.error is None and len(result.resources) == 2
+    bad_date = client.search(Query("Observation", f"Observation?patient={PATIENT_ID}&date=not-a-date"))
+    assert bad_date.error == "the FHIR server answered HTTP 400"
