@@ -20,8 +20,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from cds_service.errors import ConfigurationError
 from cds_service.shipped import shipped_dir
 
@@ -206,7 +204,19 @@ def _fast_validator(schema: dict[str, Any]) -> Any:
         return None
 
 
-def _read_table(path: Path, validator: jsonschema.protocols.Validator, fast: Any = None) -> dict[str, Any]:
+def _slow_validator(schema: dict[str, Any]) -> Any:
+    """jsonschema's validator of ``schema``: it judges (and explains) what the fast validator does not accept.
+
+    Imported here, not at module level: jsonschema and its referencing stack cost ~0.1 s of every command's
+    start-up, and a shipped table set that the fast validator accepts never needs them (issue 14).
+    """
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _read_table(path: Path, validator: Any, fast: Any = None) -> dict[str, Any]:
+    """One table, validated; ``validator`` is a zero-argument callable giving jsonschema's validator."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -214,7 +224,7 @@ def _read_table(path: Path, validator: jsonschema.protocols.Validator, fast: Any
     # A table the fast validator finds valid is valid; anything else is judged (and explained) by jsonschema,
     # so a stricter fast validator (e.g. its regex ``$``) can never refuse a table jsonschema accepts.
     errors = [] if fast is not None and fast.is_valid(data) else \
-        sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+        sorted(validator().iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
@@ -263,10 +273,17 @@ def load_code_tables(mappings_dir: Path | None = None, site_dir: Path | None = N
     base = Path(mappings_dir) if mappings_dir else default_mappings_dir()
     schema_path = base / "schema" / "value-set.schema.json"
     try:
-        validator = jsonschema.Draft202012Validator(_schema(schema_path))
-        fast = _fast_validator(_schema(schema_path))
+        schema = _schema(schema_path)
+        fast = _fast_validator(schema)
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigurationError(f"value-set schema {schema_path} cannot be read: {exc}") from exc
+    slow: list[Any] = []
+
+    def validator() -> Any:
+        if not slow:
+            slow.append(_slow_validator(schema))
+        return slow[0]
+
     raw: dict[str, dict[str, Any]] = {}
     concepts: dict[str, list[Concept]] = {}
     files = sorted((base / "value-sets").glob("*.json"))
