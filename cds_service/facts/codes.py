@@ -19,6 +19,7 @@ This module reads files only when ``load_code_tables`` is called (at start-up); 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
@@ -35,7 +36,7 @@ try:  # Rust: says "valid" in microseconds where jsonschema takes ~2 ms a table 
 except ImportError:  # pragma: no cover - declared in pyproject; without it jsonschema alone decides
     jsonschema_rs = None
 
-__all__ = ["Concept", "ValueSet", "CodeTables", "load_code_tables", "default_mappings_dir", "Coding"]
+__all__ = ["Concept", "ValueSet", "CodeTables", "SafetyNet", "load_code_tables", "default_mappings_dir", "Coding"]
 
 Coding = tuple[str, str]  # (system, code)
 
@@ -173,12 +174,43 @@ def _fast_concept(member: Mapping[str, Any], value_set_id: str) -> Concept:
     return concept
 
 
+@dataclass(frozen=True)
+class SafetyNet:
+    """Reviewed display/text patterns for one value set (``fhir_mappings/safety-net/<id>.json``).
+
+    What the tables still miss must not read as "None recorded": a resource of one of ``kinds`` whose codes no
+    table recognises, but whose display or text names the concept, leaves the criterion open. The mechanism is
+    generic (any resource kind, any value set): a medication net is a file with medication kinds.
+    """
+
+    value_set: str
+    concept: str
+    kinds: frozenset[str]
+    pattern: re.Pattern[str]
+    exclude: re.Pattern[str] | None
+    active_only: bool = False
+    within_days: int | None = None
+
+    def names(self, text: str | None) -> bool:
+        """Whether ``text`` names the concept (a pattern matches and no exclusion does)."""
+        if not text or self.pattern.search(text) is None:
+            return False
+        return self.exclude is None or self.exclude.search(text) is None
+
+
 class CodeTables:
     """All value sets, by id, with system-alias normalisation."""
 
-    def __init__(self, value_sets: Mapping[str, ValueSet], aliases: Mapping[str, str]) -> None:
+    def __init__(self, value_sets: Mapping[str, ValueSet], aliases: Mapping[str, str],
+                 safety_nets: Mapping[str, SafetyNet] | None = None) -> None:
         self.value_sets = dict(value_sets)
         self.aliases = dict(aliases)
+        self.safety_nets = dict(safety_nets or {})
+        # Per resource kind, the nets that read it (the relevance filter asks "could any net want this text?").
+        self._nets_by_kind: dict[str, list[SafetyNet]] = {}
+        for net in self.safety_nets.values():
+            for kind in net.kinds:
+                self._nets_by_kind.setdefault(kind, []).append(net)
         # Reverse index: (system, code) -> value-set ids, and per system the prefix entries, so that
         # finding every set a coding belongs to costs one dict lookup plus a short prefix scan.
         self._exact_index: dict[Coding, set[str]] = {}
@@ -246,6 +278,14 @@ class CodeTables:
         if not hits:
             return None
         return min(hits, key=lambda c: (c.review is not None, c.qualifier is None))
+
+    def nets_naming(self, kind: str, texts: Iterable[str | None]) -> list[SafetyNet]:
+        """The safety nets for resources of ``kind`` that one of ``texts`` names."""
+        nets = self._nets_by_kind.get(kind)
+        if not nets:
+            return []
+        texts = [t for t in texts if t]
+        return [n for n in nets if any(n.names(t) for t in texts)]
 
     def matching_sets(self, codings: Iterable[Coding]) -> frozenset[str]:
         """Ids of every value set any of the codings belongs to (used to index and pre-select resources)."""
@@ -358,6 +398,41 @@ def _expansions(base: Path, ids: Iterable[str]) -> dict[str, list[dict[str, Any]
     return out
 
 
+def _safety_nets(base: Path, ids: Iterable[str]) -> dict[str, SafetyNet]:
+    folder = base / "safety-net"
+    if not folder.is_dir():
+        return {}
+    schema_path = base / "schema" / "safety-net.schema.json"
+    try:
+        validator = jsonschema.Draft202012Validator(_schema(schema_path))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"safety-net schema {schema_path} cannot be read: {exc}") from exc
+    known = set(ids)
+    out: dict[str, SafetyNet] = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigurationError(f"safety net {path}: cannot be read as JSON: {exc}") from exc
+        errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+        if errors:
+            where = "/".join(str(p) for p in errors[0].absolute_path) or "(top level)"
+            raise ConfigurationError(f"safety net {path}: invalid at {where}: {errors[0].message}")
+        if data["value_set"] != path.stem or path.stem not in known:
+            raise ConfigurationError(f"safety net {path}: value_set {data['value_set']!r} must be the file name "
+                                     "and an existing value set")
+        try:
+            pattern = re.compile("|".join(f"(?:{p})" for p in data["patterns"]), re.IGNORECASE)
+            exclude = re.compile("|".join(f"(?:{p})" for p in data["exclude"]), re.IGNORECASE) \
+                if data.get("exclude") else None
+        except re.error as exc:
+            raise ConfigurationError(f"safety net {path}: a pattern is not a valid regular expression: {exc}") from exc
+        out[path.stem] = SafetyNet(value_set=path.stem, concept=data["concept"], kinds=frozenset(data["kinds"]),
+                                   pattern=pattern, exclude=exclude, active_only=data.get("active_only", False),
+                                   within_days=data.get("within_days"))
+    return out
+
+
 def load_code_tables(mappings_dir: Path | None = None, site_dir: Path | None = None) -> CodeTables:
     """Load and validate every value set (shipped, then site tables merged over them)."""
     base = Path(mappings_dir) if mappings_dir else default_mappings_dir()
@@ -398,4 +473,5 @@ def load_code_tables(mappings_dir: Path | None = None, site_dir: Path | None = N
             aliases = dict(json.loads(systems_path.read_text(encoding="utf-8")).get("aliases", {}))
         except (OSError, json.JSONDecodeError, AttributeError) as exc:
             raise ConfigurationError(f"{systems_path}: cannot be read: {exc}") from exc
-    return CodeTables({k: ValueSet.build(raw[k], concepts[k], expansions.get(k, ())) for k in raw}, aliases)
+    return CodeTables({k: ValueSet.build(raw[k], concepts[k], expansions.get(k, ())) for k in raw}, aliases,
+                      _safety_nets(base, raw))
