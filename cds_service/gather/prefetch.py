@@ -98,10 +98,11 @@ def observation_codes(tables: CodeTables, criteria_dir: Path | None = None) -> l
     tokens: list[str] = []
     seen: set[str] = set()
     for vs in tables.value_sets.values():
-        loinc = any(c.system == LOINC and not c.code.startswith("LA") for c in vs.concepts)
+        members = vs.members()  # the expansion's alternate LOINC codes too: the hook must see what the CLI reads
+        loinc = any(c.system == LOINC and not c.code.startswith("LA") for c in members)
         if not (vs.id in named or vs.unit is not None or loinc):
             continue
-        for c in vs.concepts:
+        for c in members:
             # A prefix entry (an ICD-10 family) cannot be asked for by token equality: its family code is asked
             # for exactly, and an Observation coded below it (ICD-coded Observations are rare: those codes live
             # on Conditions, which are fetched whole) is not prefetched.

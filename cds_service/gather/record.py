@@ -200,6 +200,17 @@ class _Instant:
     end: datetime
 
 
+def _texts(concept: Any) -> list[str]:
+    """The text and every coding display of a raw CodeableConcept (what the safety net reads)."""
+    if not _is_map(concept):
+        return []
+    out = [concept["text"]] if isinstance(concept.get("text"), str) else []
+    for c in concept.get("coding") or ():
+        if _is_map(c) and isinstance(c.get("display"), str):
+            out.append(c["display"])
+    return out
+
+
 def raw_effective(raw: Mapping[str, Any]) -> tuple[datetime, datetime] | None:
     """(start, end) of an Observation's effective[x] read from its raw JSON, as the facts will read it; None when
     missing, unparseable or an open period."""
@@ -257,7 +268,12 @@ class Relevance:
         codings = observation_codings(raw) if rtype == "Observation" else raw_codings(raw)
         # A resource with no code at all (a text-only regimen or diagnosis) is kept: criteria route such
         # entries to review, so dropping it would turn UNKNOWN into "none recorded".
-        return not codings or bool(tables.matching_sets(codings))
+        if not codings or tables.matching_sets(codings):
+            return True
+        # No table knows its codes, but the safety net must see it if its display or text names a concept an
+        # exclusion reads (fhir_mappings/safety-net/): dropping it would turn that review item into "none".
+        named = raw.get("medicationCodeableConcept") if code is None else code
+        return bool(rtype and tables.nets_naming(rtype, _texts(named)))
 
     def beyond_horizon(self, resources: Sequence[Mapping[str, Any]],
                        parse: Callable[[Mapping[str, Any]], Any]) -> set[int]:
