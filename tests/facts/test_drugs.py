@@ -78,6 +78,8 @@ def test_scd_code_gives_ingredient_strength_form_and_codes():
     assert (m.via, m.names, m.tty, m.route) == ("rxnorm-product", ("dexamethasone",), "SCD", "systemic")
     assert (RXNORM, "3264") in m.codings and (ATC, "H02AB02") in m.codings
     assert m.dose_mg(1, "{tbl}") == 4.0 and m.dose_mg(2, "tablet") == 8.0
+    assert m.dose_mg(1, None) == 4.0  # no unit: a count of the product's tablets
+    assert m.dose_mg(1, "mL") is None
 
 
 def test_gpck_code_resolves():
@@ -140,7 +142,7 @@ def test_text_strength_and_volume():
 def test_solution_dose_in_ml_uses_its_concentration():
     m = resolve([(RXNORM, "309684")])  # dexamethasone 1 MG/ML Oral Solution
     assert m.dose_mg(5, "mL") == 5.0
-    assert m.dose_mg(1, "tablet") is None
+    assert m.dose_mg(1, "tablet") is None and m.dose_mg(1, None) is None
 
 
 def test_a_combination_product_has_no_single_ingredient_dose():
