@@ -24,6 +24,7 @@ from typing import Any
 from cds_service.criteria.result import Result
 from cds_service.facts.clinical import Coding, choice_date, codings_of, period_range
 from cds_service.facts.dates import DateRange, in_window, parse_fhir_date
+from cds_service.facts.drug_names import form_route
 from cds_service.facts.drugs import DrugMatch, DrugTables
 from cds_service.facts.units import Quantity, convert
 
@@ -64,9 +65,15 @@ class MedicationFact:
     def ingredients(self) -> tuple[str, ...]:
         return self.drug.names if self.drug is not None else ()
 
+    route_text: str | None = None  # the route written without a code ("IV", "PO", "topical")
+
     @property
     def form_route(self) -> str | None:
-        """"systemic" / "non-systemic" as the product's dose form says (oral tablet, cream), else None."""
+        """"systemic" / "non-systemic" as an uncoded route text ("IV") or else the product's dose form (oral
+        tablet, cream) says; None when neither does. Read only when the record has no coded route."""
+        said = form_route(self.route_text)
+        if said is not None:
+            return said
         return self.drug.route if self.drug is not None else None
 
     @property
@@ -259,6 +266,12 @@ def medication_fact(res: Any, medications: Mapping[str, Any], drugs: DrugTables 
             period = DateRange(recorded.start, recorded.end, recorded.display() + "..")
         ongoing = status in {"active", "on-hold"} and (period is None or period.text.endswith(".."))
     dose, dose_note = _product_dose(dose, drug)
+    route_text = None
+    if not route:
+        dosages = [res.dosage] if rtype == "MedicationAdministration" else list(
+            _field(res, "dosage") or _field(res, "dosageInstruction") or [])
+        route_text = next((d.route.text for d in dosages if d is not None and _field(d, "route") is not None
+                           and d.route.text), None)
     return MedicationFact(
         ref=f"{rtype}/{res.id}",
         source=rtype,
@@ -274,6 +287,7 @@ def medication_fact(res: Any, medications: Mapping[str, Any], drugs: DrugTables 
         drug=drug,
         prophylaxis=prophylaxis,
         dose_note=dose_note,
+        route_text=route_text,
     )
 
 

@@ -273,3 +273,20 @@ def test_gene_modified_cell_products_by_brand_are_prior_therapy(concept):
 def test_unrelated_text_medication_is_not_called_anti_tumour():
     r = result("E2c", given(text_only("metformin 500 mg tab"), when=days_ago(1)))
     assert r.result is NOT_MET, r.reason  # recognised as metformin: not "text only: is it anti-tumour?"
+
+
+# --- routes ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("route", ["419993007", "418114005"])  # intravenous peripheral / central: children of IV
+def test_a_child_of_the_iv_route_is_systemic(route):
+    mp = given(rx("6902"), when=days_ago(1), dose={"value": 80, "unit": "mg", "system": UCUM, "code": "mg"},
+               route=route)
+    r = result("E2a", mp)
+    assert r.result is MET, r.reason  # 80 mg methylprednisolone x 1.25 = 100 mg prednisone-equivalent
+
+
+@pytest.mark.parametrize("text,expected", [("IV", MET), ("PO", MET), ("inhaled", NOT_MET), ("topical", NOT_MET)])
+def test_a_route_written_only_as_text_is_read(text, expected):
+    mp = given(rx("6902"), when=days_ago(1), dose={"value": 80, "unit": "mg", "system": UCUM, "code": "mg"})
+    mp["dosage"]["route"] = {"text": text}
+    assert result("E2a", mp).result is expected
