@@ -13,7 +13,7 @@ This module does no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from cds_service.facts.clinical import (
 )
 from cds_service.facts.codes import Concept
 from cds_service.facts.dates import DateRange, ensure_aware, parse_fhir_date
+from cds_service.facts.drugs import DrugTables
 from cds_service.facts.medications import MedicationFact, medication_fact
 from cds_service.facts.units import Quantity, convert
 from cds_service.gather.record import DataProblem, PatientRecord
@@ -89,6 +90,7 @@ class Facts:
         self.at = ensure_aware(at)
         self.tables = knowledge.tables
         self.rules = knowledge.rules
+        self.drugs = knowledge.drugs
         self.patient_ref = record.patient_ref
         medications = {m.id: m for m in record.of_type("Medication") if m.id}
         self._by_set: dict[str, dict[str, list[Any]]] = {}
@@ -99,10 +101,10 @@ class Facts:
             "Observation": observation_fact,
             "Procedure": procedure_fact,
             "Immunization": immunization_fact,
-            "AllergyIntolerance": allergy_fact,
-            "MedicationAdministration": lambda r: medication_fact(r, medications),
-            "MedicationStatement": lambda r: medication_fact(r, medications),
-            "MedicationRequest": lambda r: medication_fact(r, medications),
+            "AllergyIntolerance": lambda r: _with_ingredients(allergy_fact(r), self.drugs),
+            "MedicationAdministration": lambda r: medication_fact(r, medications, self.drugs),
+            "MedicationStatement": lambda r: medication_fact(r, medications, self.drugs),
+            "MedicationRequest": lambda r: medication_fact(r, medications, self.drugs),
         }
         for rtype, build in builders.items():
             group = "Medication" if rtype.startswith("Medication") else rtype
@@ -372,6 +374,18 @@ class Facts:
     @property
     def problems(self) -> list[DataProblem]:
         return self.record.problems
+
+
+def _with_ingredients(fact: AllergyFact | None, drugs: DrugTables) -> AllergyFact | None:
+    """An allergy coded as a drug product (fludarabine phosphate 50 MG Injection) or a brand is an allergy to its
+    ingredients: their RxNorm ingredient and ATC codes are added to the substance codes."""
+    if fact is None:
+        return None
+    match = drugs.resolve(fact.all_codings, (fact.display,), tuple((s, c, None) for s, c in fact.all_codings))
+    if match is None:
+        return fact
+    extra = tuple(c for c in match.codings if c not in fact.all_codings)
+    return replace(fact, reaction_substances=fact.reaction_substances + extra) if extra else fact
 
 
 def _value_signature(obs: ObservationFact) -> tuple[Any, ...]:
