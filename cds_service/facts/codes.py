@@ -372,15 +372,14 @@ def _concepts(data: Mapping[str, Any], value_set_id: str) -> list[Concept]:
     ]
 
 
-def _expansion(path: Path, validator: jsonschema.protocols.Validator, fast: Any,
-               value_set_id: str) -> list[dict[str, Any]]:
-    """The members of a generated expansion (validated like a table)."""
+def _expansion(path: Path, schema: dict[str, Any], fast: Any, value_set_id: str) -> list[dict[str, Any]]:
+    """The members of a generated expansion (validated like a table: jsonschema only explains a refusal)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigurationError(f"expansion {path}: cannot be read as JSON: {exc}") from exc
     if not (fast is not None and fast.is_valid(data)):
-        errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+        errors = sorted(_slow_validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
         if errors:
             where = "/".join(str(p) for p in errors[0].absolute_path) or "(top level)"
             raise ConfigurationError(f"expansion {path}: invalid at {where}: {errors[0].message}")
@@ -398,13 +397,13 @@ def _expansions(base: Path, ids: Iterable[str]) -> dict[str, list[dict[str, Any]
         schema = _schema(schema_path)
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigurationError(f"expansion schema {schema_path} cannot be read: {exc}") from exc
-    validator, fast = jsonschema.Draft202012Validator(schema), _fast_validator(schema)
+    fast = _fast_validator(schema)
     known = set(ids)
     out: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(folder.glob("*.json")):
         if path.stem not in known:
             raise ConfigurationError(f"expansion {path}: no value set {path.stem!r} to expand")
-        out[path.stem] = _expansion(path, validator, fast, path.stem)
+        out[path.stem] = _expansion(path, schema, fast, path.stem)
     return out
 
 
@@ -414,9 +413,10 @@ def _safety_nets(base: Path, ids: Iterable[str]) -> dict[str, SafetyNet]:
         return {}
     schema_path = base / "schema" / "safety-net.schema.json"
     try:
-        validator = jsonschema.Draft202012Validator(_schema(schema_path))
+        schema = _schema(schema_path)
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigurationError(f"safety-net schema {schema_path} cannot be read: {exc}") from exc
+    fast = _fast_validator(schema)
     known = set(ids)
     out: dict[str, SafetyNet] = {}
     for path in sorted(folder.glob("*.json")):
@@ -424,7 +424,8 @@ def _safety_nets(base: Path, ids: Iterable[str]) -> dict[str, SafetyNet]:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigurationError(f"safety net {path}: cannot be read as JSON: {exc}") from exc
-        errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+        errors = [] if fast is not None and fast.is_valid(data) else \
+            sorted(_slow_validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
         if errors:
             where = "/".join(str(p) for p in errors[0].absolute_path) or "(top level)"
             raise ConfigurationError(f"safety net {path}: invalid at {where}: {errors[0].message}")

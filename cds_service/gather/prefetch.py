@@ -1,13 +1,11 @@
 """Prefetch: the templates the service asks the EHR for, and turning a hook's prefetch into a patient record.
 
-Templates are built once at start-up from the code tables, so the EHR is asked only for what the criteria
-can use: the Patient, and per kind of data a search by patient. Observations, by far the largest kind, are
-narrowed to the codes of the observation value sets (``system|code`` token lists, with the systems' aliases,
-split over several keys when one URL would grow too long), newest first. Kinds that are matched by code
-prefixes (ICD-10 families) or through a referenced Medication cannot be narrowed with token equality, so they
-are asked for whole. The
-restricted prefetch syntax of CDS Hooks 2.0 has no relative dates, so no ``date=ge`` is used: a fixed date
-would go stale in the EHR's cached discovery answer.
+Templates are built once at start-up: the Patient, and per kind of data a search by patient. Observations, by
+far the largest kind, are asked for by category (every HL7 observation category in one key, their complement
+in another), newest first, and filtered locally like a bundle read by the command line: the code tables are
+expansions of many codes per concept and would not fit in URLs. Medication kinds ``_include`` the Medications
+they reference. The restricted prefetch syntax of CDS Hooks 2.0 has no relative dates, so no ``date=ge`` is
+used: a fixed date would go stale in the EHR's cached discovery answer.
 
 Prefetch semantics (CDS Hooks 2.0.1, "Prefetch"):
 
@@ -22,10 +20,8 @@ Prefetch semantics (CDS Hooks 2.0.1, "Prefetch"):
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cds_service.errors import PreconditionFailed
@@ -35,13 +31,11 @@ from cds_service.gather.fhir_client import FhirClient, Query, outcome_error
 from cds_service.gather.record import PatientRecord, build_record
 
 __all__ = ["PrefetchTemplate", "build_templates", "discovery_prefetch", "Gathered", "gather", "PATIENT_TOKEN",
-           "observation_codes"]
+           "observation_categories", "OBSERVATION_CATEGORY"]
 
 log = logging.getLogger("trialscreen.gather")
 
 PATIENT_TOKEN = "{{context.patientId}}"
-LOINC = "http://loinc.org"
-_MAX_QUERY_CHARS = 3000  # keeps every GET well under common 8 KB URL limits
 MAX_BUNDLE_ENTRIES = 20_000  # per prefetch key
 _MEDICATION_KINDS = ("MedicationRequest", "MedicationStatement", "MedicationAdministration")
 # The kinds of data the criteria read, with their prefetch key and whether "newest first" helps.
@@ -54,8 +48,11 @@ _KINDS: tuple[tuple[str, str], ...] = (
     ("immunizations", "Immunization"),
     ("allergies", "AllergyIntolerance"),
 )
-_OBS_QUERY = re.compile(r"""\.(?:observations|results)\(\s*(?:["']([A-Za-z0-9_-]+)["']|([A-Z][A-Z0-9_]*)\b)""")
-_CONSTANT = re.compile(r"""^([A-Z][A-Z0-9_]*)\s*=\s*["']([a-z0-9-]+)["']""", re.MULTILINE)
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+# Every code of the HL7 observation-category code system (FHIR R4 4.0.1, terminology.hl7.org): a protocol fact,
+# not a site choice. Completeness does not depend on it: observations-other asks for the complement.
+HL7_OBSERVATION_CATEGORIES = ("laboratory", "vital-signs", "exam", "survey", "social-history", "imaging",
+                              "procedure", "therapy", "activity")
 
 
 @dataclass(frozen=True)
@@ -71,81 +68,36 @@ class PrefetchTemplate:
         return self.template.replace(PATIENT_TOKEN, patient_id)
 
 
-def _criteria_observation_sets(criteria_dir: Path) -> set[str]:
-    """Value-set ids the criteria query as Observations (read from their source: best effort, widened below)."""
-    out: set[str] = set()
-    for path in sorted(criteria_dir.glob("*.py")):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError:
-            continue
-        constants = dict(_CONSTANT.findall(text))
-        for literal, name in _OBS_QUERY.findall(text):
-            value = literal or constants.get(name)
-            if value:
-                out.add(value)
-    return out
+def observation_categories() -> tuple[str, ...]:
+    """``system|code`` tokens of the Observation categories asked for by category (every HL7 category)."""
+    return tuple(f"{OBSERVATION_CATEGORY}|{c}" for c in HL7_OBSERVATION_CATEGORIES)
 
 
-def observation_codes(tables: CodeTables, criteria_dir: Path | None = None) -> list[str]:
-    """``system|code`` tokens of every Observation code the criteria can use (an empty list: do not narrow)."""
-    criteria_dir = criteria_dir or Path(__file__).resolve().parents[1] / "criteria"
-    named = _criteria_observation_sets(criteria_dir)
-    # The engine reads a code under any alias of its system (urn:oid:..., a trailing slash): ask for those too.
-    aliases: dict[str, list[str]] = {}
-    for alias, canonical in tables.aliases.items():
-        aliases.setdefault(canonical, []).append(alias)
-    tokens: list[str] = []
-    seen: set[str] = set()
-    for vs in tables.value_sets.values():
-        members = vs.members()  # the expansion's alternate LOINC codes too: the hook must see what the CLI reads
-        loinc = any(c.system == LOINC and not c.code.startswith("LA") for c in members)
-        if not (vs.id in named or vs.unit is not None or loinc):
-            continue
-        for c in members:
-            # A prefix entry (an ICD-10 family) cannot be asked for by token equality: its family code is asked
-            # for exactly, and an Observation coded below it (ICD-coded Observations are rare: those codes live
-            # on Conditions, which are fetched whole) is not prefetched.
-            if c.system == LOINC and c.code.startswith("LA"):
-                continue  # LOINC answer codes are values, never an Observation's code
-            for system in (c.system, *aliases.get(c.system, ())):
-                token = f"{system}|{c.code}"
-                if token not in seen:
-                    seen.add(token)
-                    tokens.append(token)
-    return tokens
+def build_templates(tables: CodeTables | None = None, *, page_size: int = 200) -> tuple[PrefetchTemplate, ...]:
+    """The service's prefetch templates (done once, at start-up).
 
-
-def _chunks(tokens: list[str], budget: int) -> Iterable[list[str]]:
-    chunk: list[str] = []
-    size = 0
-    for t in tokens:
-        if chunk and size + len(t) + 1 > budget:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(t)
-        size += len(t) + 1
-    if chunk:
-        yield chunk
-
-
-def build_templates(tables: CodeTables, *, page_size: int = 200,
-                    criteria_dir: Path | None = None) -> tuple[PrefetchTemplate, ...]:
-    """The service's prefetch templates, from the code tables (done once, at start-up)."""
+    Observations are asked for by category, not by code: with value sets expanded to every code a hospital
+    sends, code lists would need dozens of URLs and still miss a panel coded otherwise (a blood-pressure panel
+    55284-4 whose components the engine reads). ``observations`` holds the HL7 categories,
+    ``observations-other`` their complement (``category:not``: no category, or a local one), so the two keys
+    together are every Observation of the patient and the engine filters locally (``record.relevant_to``)
+    exactly as it does for a bundle read by the command line. Medications referenced by the medication kinds
+    come with them (``_include``); a server that ignores it is read by reference afterwards (``gather``).
+    ``tables`` is accepted for callers that pass it; no template depends on the code tables any more.
+    """
+    del tables  # the templates no longer list codes
     count = f"_count={max(1, int(page_size))}"
     pid = PATIENT_TOKEN
     out = [PrefetchTemplate("patient", "Patient", f"Patient/{pid}")]
-    codes = observation_codes(tables, criteria_dir)
-    obs_base = f"Observation?patient={pid}&_sort=-date&{count}"
-    if not codes:
-        out.append(PrefetchTemplate("observations", "Observation", obs_base))
-    else:
-        budget = _MAX_QUERY_CHARS - len(obs_base) - len("&code=")
-        for n, chunk in enumerate(_chunks(codes, budget), 1):
-            key = "observations" if n == 1 else f"observations-{n}"
-            out.append(PrefetchTemplate(key, "Observation", f"{obs_base}&code={','.join(chunk)}"))
+    categories = ",".join(observation_categories())
+    obs_base = f"Observation?patient={pid}"
+    out.append(PrefetchTemplate("observations", "Observation",
+                                f"{obs_base}&category={categories}&_sort=-date&{count}"))
+    out.append(PrefetchTemplate("observations-other", "Observation",
+                                f"{obs_base}&category:not={categories}&_sort=-date&{count}"))
     for key, kind in _KINDS:
-        out.append(PrefetchTemplate(key, kind, f"{kind}?patient={pid}&{count}"))
+        include = f"&_include={kind}:medication" if kind in _MEDICATION_KINDS else ""
+        out.append(PrefetchTemplate(key, kind, f"{kind}?patient={pid}{include}&{count}"))
     return tuple(out)
 
 
