@@ -33,7 +33,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-
 from cds_service.errors import ConfigurationError
 from cds_service.facts.codes import default_mappings_dir
 from cds_service.facts.drug_names import (
