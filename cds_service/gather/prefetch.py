@@ -26,9 +26,9 @@ from typing import Any
 
 from cds_service.errors import PreconditionFailed
 from cds_service.facts.codes import CodeTables
-from cds_service.gather.bundles import patient_reference_of
 from cds_service.gather.fhir_client import FhirClient, Query, outcome_error
 from cds_service.gather.record import PatientRecord, build_record
+from cds_service.gather.references import PatientContext, attribute
 
 __all__ = ["PrefetchTemplate", "build_templates", "discovery_prefetch", "Gathered", "gather", "PATIENT_TOKEN",
            "observation_categories", "OBSERVATION_CATEGORY"]
@@ -114,7 +114,7 @@ class Gathered:
     record: PatientRecord | None
     why: str | None = None
     fetched_keys: tuple[str, ...] = ()
-    dropped: int = 0  # resources about another patient, set aside
+    dropped: int = 0  # resources whose patient reference is not this patient's, set aside
     not_retrieved: dict[str, str] = field(default_factory=dict)
 
 
@@ -125,9 +125,12 @@ def _add_reason(reasons: dict[str, str], kind: str, why: str) -> None:
         reasons[kind] = f"{reasons[kind]}; {why}"
 
 
-def _resources_of(value: Mapping[str, Any], kind: str) -> tuple[list[dict[str, Any]], str | None]:
-    """Resources in one prefetch value (a resource or a Bundle), and a reason if the Bundle reports an error."""
+def _resources_of(value: Mapping[str, Any], kind: str,
+                  urls: list[str | None]) -> tuple[list[dict[str, Any]], str | None]:
+    """Resources in one prefetch value (a resource or a Bundle), and a reason if the Bundle reports an error;
+    each resource's entry fullUrl is appended to ``urls``."""
     if value.get("resourceType") != "Bundle":
+        urls.append(None)
         return [dict(value)], None
     out: list[dict[str, Any]] = []
     entries = value.get("entry") or []
@@ -152,6 +155,8 @@ def _resources_of(value: Mapping[str, Any], kind: str) -> tuple[list[dict[str, A
             continue
         if mode in (None, "match", "include"):
             out.append(res)
+            full_url = entry.get("fullUrl")
+            urls.append(full_url if isinstance(full_url, str) else None)
     return out, problem
 
 
@@ -182,12 +187,33 @@ def gather(patient_id: str, prefetch: Mapping[str, Any] | None, templates: Itera
     ``client`` is None when the request names no FHIR server; a client that is not trusted sends nothing.
     ``keep`` (``record.relevant_to(tables)``) skips resources no criterion can use before model validation.
     Raises PreconditionFailed (412) when prefetch keys are missing and there is no FHIR server at all.
+
+    Every answer (a prefetch key's value, a FHIR search with its pages) is sorted by owner on its own
+    (``references.attribute``: its urn:uuid references resolve through its own entries' fullUrls): resources whose
+    patient reference does not resolve to this patient are set aside and counted, and an answer that held
+    patient data none of which is this patient's makes its kind *not retrieved*: it says nothing about this
+    patient, so it can never be "none recorded".
     """
     templates = tuple(templates)
     prefetch = prefetch or {}
+    ctx = PatientContext(patient_id, client.base if client is not None else None)
     raw: list[dict[str, Any]] = []
     reasons: dict[str, str] = {}
     to_fetch: dict[str, Query] = {}
+    set_aside = 0
+
+    def take(kind: str, resources: list[dict[str, Any]], urls: list[str | None]) -> bool:
+        """Keep the patient's resources of one answer; False when the answer was only about others."""
+        nonlocal set_aside
+        att = attribute(resources, ctx, urls)
+        raw.extend(att.own)
+        set_aside += att.set_aside
+        if att.only_others:
+            _add_reason(reasons, kind, f"the answer held only other patients' data ({att.set_aside} "
+                                       "resource(s) set aside), nothing about this patient")
+            return False
+        return True
+
     missing = [t.key for t in templates if t.key not in prefetch]
     if missing and client is None:
         raise PreconditionFailed(f"prefetch key(s) {', '.join(missing)} missing and no fhirServer to fetch from",
@@ -204,8 +230,9 @@ def gather(patient_id: str, prefetch: Mapping[str, Any] | None, templates: Itera
             if client is not None:
                 to_fetch[t.key] = Query(t.kind, t.render(patient_id))
             continue
-        resources, problem = _resources_of(value, t.kind)
-        raw.extend(resources)
+        urls: list[str | None] = []
+        resources, problem = _resources_of(value, t.kind, urls)
+        take(t.kind, resources, urls)
         if problem:
             _add_reason(reasons, t.kind, f"the EHR's prefetch Bundle is incomplete: {problem}")
             if client is not None:
@@ -220,10 +247,10 @@ def gather(patient_id: str, prefetch: Mapping[str, Any] | None, templates: Itera
         results = client.fetch_all(to_fetch)
         for key, result in results.items():
             kind = to_fetch[key].kind
-            raw.extend(result.resources)
+            about_patient = take(kind, result.resources, result.full_urls)
             if result.error:
                 _add_reason(reasons, kind, result.error)
-            elif not key.endswith("#next") and _only_prefetch_failures(reasons.get(kind)):
+            elif about_patient and not key.endswith("#next") and _only_prefetch_failures(reasons.get(kind)):
                 # a re-fetch after a failed prefetch query succeeded: the kind is retrieved after all
                 del reasons[kind]
     # Medications referenced by id: read them when we can, else the referencing kinds are incomplete.
@@ -238,19 +265,19 @@ def gather(patient_id: str, prefetch: Mapping[str, Any] | None, templates: Itera
             for kinds in wanted.values():
                 for kind in kinds:
                     _add_reason(reasons, kind, f"a referenced Medication could not be read ({failure})")
-    kept, dropped = _own_resources(raw, patient_id)
-    if dropped:
-        log.warning("prefetch held resources of another patient; set aside",
-                    extra={"request_id": request_id, "count": dropped})
+    kept = _deduplicated(raw)
+    if set_aside:
+        log.warning("an answer held resources that are not this patient's; set aside",
+                    extra={"request_id": request_id, "count": set_aside})
     patient_ref = f"Patient/{patient_id}"
     if not any(r.get("resourceType") == "Patient" for r in kept):
         why = reasons.get("Patient") or "no Patient resource"
-        return Gathered(None, why, tuple(to_fetch), dropped, reasons)
+        return Gathered(None, why, tuple(to_fetch), set_aside, reasons)
     reasons.pop("Patient", None)
-    record = build_record(patient_ref, kept, not_retrieved=reasons, keep=keep)
+    record = build_record(patient_ref, kept, not_retrieved=reasons, keep=keep, set_aside=set_aside)
     if record.patient is None:
-        return Gathered(None, "the Patient resource could not be read", tuple(to_fetch), dropped, reasons)
-    return Gathered(record, None, tuple(to_fetch), dropped, reasons)
+        return Gathered(None, "the Patient resource could not be read", tuple(to_fetch), set_aside, reasons)
+    return Gathered(record, None, tuple(to_fetch), set_aside, reasons)
 
 
 def _only_prefetch_failures(reason: str | None) -> bool:
@@ -264,26 +291,16 @@ def _next_url(bundle: Mapping[str, Any]) -> str:
     return ""
 
 
-def _own_resources(raw: list[dict[str, Any]], patient_id: str) -> tuple[list[dict[str, Any]], int]:
-    """Resources of this patient (or of no patient: Medication); drops the others. Deduplicates by Type/id."""
-    want = f"Patient/{patient_id}"
+def _deduplicated(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The resources once each by Type/id (a resource may arrive in prefetch and again from the server)."""
     kept: list[dict[str, Any]] = []
     seen: set[str] = set()
-    dropped = 0
     for res in raw:
         rtype, rid = res.get("resourceType"), res.get("id")
-        if rtype == "Patient" and rid not in (None, patient_id):
-            dropped += 1
-            continue
-        ref = patient_reference_of(res, {})
-        if ref is not None and rtype != "Patient" and ref != want:
-            dropped += 1
-            continue
         if isinstance(rid, str) and rid:
             key = f"{rtype}/{rid}"
             if key in seen:
                 continue
             seen.add(key)
         kept.append(res)
-    return kept, dropped
-
+    return kept

@@ -78,6 +78,9 @@ class PatientRecord:
     resources: dict[str, list[Any]] = field(default_factory=dict)
     not_retrieved: dict[str, str] = field(default_factory=dict)
     problems: list[DataProblem] = field(default_factory=list)
+    # Resources in the answers whose patient reference does not resolve to this patient (gather/references.py):
+    # never evidence, never listed; only counted, as a data problem of the record.
+    set_aside: int = 0
 
     def of_type(self, resource_type: str) -> list[Any]:
         return self.resources.get(resource_type, [])
@@ -417,6 +420,7 @@ def build_record(
     not_retrieved: Mapping[str, str] | None = None,
     keep: Callable[[Mapping[str, Any]], bool] | None = None,
     checked: bool = True,
+    set_aside: int = 0,
 ) -> PatientRecord:
     """Parse raw resources into a PatientRecord.
 
@@ -425,9 +429,10 @@ def build_record(
     Observations too old for every criterion that reads them (``Relevance.beyond_horizon``). Types the criteria
     do not read are ignored. ``checked``: the resource types ``gather.checked`` knows (``read_checked``) are
     read by it when it can vouch for them (the same content as the model, without the cost of validating it);
-    False validates every resource with fhir.resources (the plain path the tests compare with).
+    False validates every resource with fhir.resources (the plain path the tests compare with). ``set_aside``:
+    how many resources of the answers were not this patient's (counted, never read).
     """
-    record = PatientRecord(patient_ref=patient_ref, not_retrieved=dict(not_retrieved or {}))
+    record = PatientRecord(patient_ref=patient_ref, not_retrieved=dict(not_retrieved or {}), set_aside=set_aside)
     selected: list[Mapping[str, Any]] = []
     for raw in raw_resources:
         rtype = raw.get("resourceType") if _is_map(raw) else None

@@ -23,6 +23,7 @@ from cds_service.errors import BodyTooLarge, InputError, ServiceNotFound, Unsupp
 from cds_service.gather.fhir_client import Deadline, FhirClient
 from cds_service.gather.prefetch import gather
 from cds_service.gather.record import relevant_to
+from cds_service.gather.transport import CallTransport
 from cds_service.hooks.app import ServiceState, json_response, state
 from cds_service.hooks.discovery import HOOK, SERVICE_ID
 from cds_service.hooks.json_body import parse_json_body
@@ -71,16 +72,26 @@ def handle(svc: ServiceState, body: object, request_id: str) -> dict:
     server = req.get("fhirServer")
     if server:
         auth = req.get("fhirAuthorization") or {}
+        # The call's own HTTP state (session without cookies, pinned addresses, threads, byte caps), closed
+        # below whatever happens: nothing of it is shared with another call or outlives this one.
+        transport = CallTransport(private_networks=svc.private_networks,
+                                  max_response_bytes=settings.fhir_max_response_bytes,
+                                  max_call_bytes=settings.fhir_max_call_bytes)
         client = FhirClient(server, token=auth.get("access_token"), allowlist=svc.allowlist,
-                            max_pages=settings.fhir_max_pages, deadline=deadline, request_id=request_id)
+                            max_pages=settings.fhir_max_pages, deadline=deadline, request_id=request_id,
+                            transport=transport)
         if not client.trusted:
             log.warning("fhirServer is not on the allowlist: nothing is fetched from it",
                         extra={"host": _host(server)})
     at = svc.clock()  # one evaluation time for the date horizon and the screening
     # Same screening, fewer models to validate: resources no criterion can use, and Observations beyond their
     # date horizon, are skipped before validation.
-    gathered = gather(patient_id, req.get("prefetch"), svc.templates, client, request_id=request_id,
-                      keep=relevant_to(svc.knowledge.tables, at=at, rules=svc.knowledge.rules))
+    try:
+        gathered = gather(patient_id, req.get("prefetch"), svc.templates, client, request_id=request_id,
+                          keep=relevant_to(svc.knowledge.tables, at=at, rules=svc.knowledge.rules))
+    finally:
+        if client is not None:
+            client.close()
     if gathered.record is None:
         log.info("no patient record to screen: no card", extra={"reason": gathered.why,
                                                                 "fetched": len(gathered.fetched_keys)})
