@@ -14,8 +14,9 @@ no external assets, print styles inline).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -209,6 +210,8 @@ def format_when(value: str | date | datetime | None) -> str:
         return value.isoformat()
     else:
         text = str(value)
+        if ".." in text:  # a period, "start..end": each end as a person reads it
+            return " to ".join(format_when(part) or "?" for part in text.split("..", 1))
         if len(text) <= 10:  # a date, possibly partial: nothing to reformat
             return text
         try:
@@ -272,6 +275,7 @@ def build_report(screening: Mapping[str, Any], rules: TrialRules, *, expires_at:
             resolve=meta.resolve if (meta and section == "confirm") else "",
             until=until if section == "blocking" else "",
             evidence=_evidence(c.get("evidence"), tables)))
+    _say_once(grouped)
     status = str(screening.get("status") or "")
     return ReportView(
         trial_id=str(screening.get("trial") or rules.trial_id),
@@ -290,6 +294,41 @@ def build_report(screening: Mapping[str, Any], rules: TrialRules, *, expires_at:
         total=len(criteria),
         header=_header(screening.get(HEADER_KEY)),
     )
+
+
+_SENTENCE = re.compile(r"(?<=[a-z0-9)%\]])\.\s+(?=[A-Z])")
+
+
+def _norm(sentence: str) -> str:
+    return " ".join(sentence.lower().rstrip(".").split())
+
+
+def _say_once(grouped: dict[str, list[ReportItem]]) -> None:
+    """No sentence twice on the page: in page order, a reason sentence already shown under another criterion is
+    left out ("Same finding as I7d." when nothing new is left), and a "to resolve" line that repeats the reason's
+    instruction ("Order an echocardiogram ..." twice) or an earlier item's is dropped."""
+    seen: dict[str, str] = {}
+    for key, _, _ in _SECTIONS:
+        items = grouped[key]
+        for i, it in enumerate(items):
+            sentences = [p for p in _SENTENCE.split(it.reason) if p.strip()]
+            fresh = [p for p in sentences if _norm(p) not in seen]
+            reason = it.reason
+            if len(fresh) < len(sentences):
+                firsts = sorted({seen[_norm(p)] for p in sentences if _norm(p) in seen})
+                same = f"Same finding as {', '.join(firsts)}."
+                reason = " ".join([p.rstrip(".") + "." for p in fresh] + [same]) if fresh else same
+            for p in sentences:
+                seen.setdefault(_norm(p), it.id)
+            resolve = it.resolve
+            if resolve:
+                words = _norm(resolve).split()[:3]
+                if _norm(resolve) in seen or any(_norm(p).split()[:3] == words for p in sentences):
+                    resolve = ""
+                else:
+                    seen[_norm(resolve)] = it.id
+            if reason != it.reason or resolve != it.resolve:
+                items[i] = replace(it, reason=reason, resolve=resolve)
 
 
 def _problems(items: Any) -> tuple[tuple[str, str], ...]:

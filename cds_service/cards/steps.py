@@ -158,10 +158,10 @@ def signoffs(attestations: Sequence[CriterionResult]) -> str | None:
     ids = []
     for c in attestations:
         # The support data past an attestation's generic first sentence ("Current dose 30 mg/day") is kept; a
-        # sentence saying nothing is recorded ("No current systemic corticosteroid is recorded") is not.
+        # sentence saying nothing is recorded ("No current systemic corticosteroid is recorded"), or a long one, is not.
         parts = _SENTENCE.split(c.reason.strip(), maxsplit=1)
         extra = parts[1].strip().rstrip(".") if len(parts) == 2 else ""
-        ids.append(f"{c.id}: {plain(extra)}" if extra and not extra.startswith("No ") else c.id)
+        ids.append(f"{c.id}: {plain(extra)}" if extra and not extra.startswith("No ") and len(extra) <= 40 else c.id)
     return f"{n} investigator sign-off{'s' if n != 1 else ''} at the screening visit ({', '.join(ids)})"
 
 
