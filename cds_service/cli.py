@@ -16,16 +16,12 @@ from typing import TYPE_CHECKING
 from cds_service.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from cds_service.criteria.result import Evidence
     from cds_service.pipeline import Screening
 
 # Start-up time is most of a short command's time: each command imports what it uses when it runs (the engine
 # for ``screen``, the service for the others), so ``--help`` and ``screen`` never load Flask or SQLAlchemy.
 
 __all__ = ["main"]
-
-_MARK = {"met": "[x]", "not-met": "[ ]", "unknown": "[?]"}
-
 
 def parse_at(text: str) -> datetime:
     """An ``--at`` value: ISO 8601, ``Z`` allowed; a time without zone is UTC."""
@@ -34,32 +30,6 @@ def parse_at(text: str) -> datetime:
     except ValueError:  # argparse prefixes "argument --at:"
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {text!r}") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _evidence_line(e: Evidence) -> str:
-    """"Observation/alt-1: ALT 32 U/L (2026-09-27T07:30:00+00:00; 0.80 x ULN)"."""
-    value = " ".join(str(b) for b in (e.value, e.unit) if b is not None and str(b) != "")
-    what = ": ".join(p for p in (e.display, value) if p)
-    extras = [str(b) for b in (e.date, e.note) if b is not None and str(b) not in value]
-    return e.reference + (f": {what}" if what else "") + (f" ({'; '.join(extras)})" if extras else "")
-
-
-def format_text(s: Screening) -> str:
-    """A checklist a research coordinator can read."""
-    lines = [f"{s.patient}  {s.status.upper()}  ({s.trial}, evaluated {s.evaluated_at.isoformat()})"]
-    for c in s.criteria:
-        mark = _MARK[c.result.value]
-        if c.kind == "exclusion":  # for exclusions "met" is the bad outcome: show it as blocking
-            mark = {"met": "[!]", "not-met": "[x]", "unknown": "[?]"}[c.result.value]
-        until = f" [until {c.until.isoformat()}]" if c.until is not None else ""
-        lines.append(f"  {mark} {c.id:<5} {c.result.value:<8} {c.reason}{until}")
-        for e in c.evidence:
-            lines.append(f"              - {_evidence_line(e)}")
-    for p in s.problems:
-        lines.append(f"  data problem: {p.reference}: {p.message}")
-    for kind, why in s.not_retrieved.items():
-        lines.append(f"  not retrieved: {kind}: {why}")
-    return "\n".join(lines)
 
 
 def _cmd_screen(args: argparse.Namespace) -> int:
@@ -80,6 +50,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     status = 0
     screened = 0
     out = sys.stdout
+    text: list[Screening] = []  # the text checklist opens with a summary line per patient: it needs them all
     for item in records_from_paths([Path(p) for p in args.paths], knowledge.tables, at=at,
                                    rules=knowledge.rules):
         if isinstance(item, InputError):
@@ -91,7 +62,11 @@ def _cmd_screen(args: argparse.Namespace) -> int:
         if args.format == "json":
             out.write(orjson.dumps(result.to_json()).decode() + "\n")
         else:
-            out.write(format_text(result) + "\n\n")
+            text.append(result)
+    if text:
+        from cds_service.cards.checklist import format_checklist
+
+        out.write(format_checklist(text, knowledge.rules, tables=knowledge.tables, verbose=args.verbose))
     out.flush()
     if not screened and not status:  # an empty file or a folder without records is a mistake worth a word
         print("trialscreen: no patient record found in " + ", ".join(args.paths) +
@@ -108,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", type=parse_at, default=None, help="evaluation time, ISO 8601 (default: now)")
     p.add_argument("--format", choices=("json", "text"), default="text",
                    help="text: a checklist per patient (default); json: JSON Lines, one object per patient")
+    p.add_argument("--verbose", action="store_true",
+                   help="text: every criterion's reason and all of its evidence (default: what decided each result)")
     p.set_defaults(func=_cmd_screen)
     from cds_service.hooks.command_args import add_service_commands
 

@@ -27,6 +27,8 @@ class CriterionInfo:
     label: str
     resolve: str
     attestation: bool = False  # no record can decide it: investigator / patient confirmation
+    step: str = ""  # a few words naming what to order, record or check ("ALT/AST"), for the card's next steps
+    confirm: str = ""  # what to confirm with the patient when the record has done its part ("contraception ...")
 
 
 @dataclass(frozen=True)

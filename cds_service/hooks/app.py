@@ -177,7 +177,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     # The screening-report page and its store (SQLite/PostgreSQL, migrated here); cards link to it.
     from cds_service.hooks.report import init_reports, report_saver
 
-    svc.save_report = report_saver(init_reports(app, settings, knowledge.rules))
+    svc.save_report = report_saver(init_reports(app, settings, knowledge.rules, tables=knowledge.tables))
     if settings.bench_endpoints:  # the benchmarks' JSON-only baseline (bench/); off unless asked for
         from cds_service.hooks.bench import register_bench_endpoints
 
