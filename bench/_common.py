@@ -243,21 +243,28 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def ratios_line(name: str, ratios: dict[Any, float], target: float, *, scope: str = "",
+def ratios_line(name: str, ratios: dict[Any, float], target: float | dict[Any, float], *, scope: str = "",
                 judged: Iterable[Any] | None = None) -> str:
-    """The final ``RATIOS`` line of a benchmark whose target is "at most ``target`` x": every ratio, and which
-    of the ``judged`` items (default: all) meet it: "met", "NOT met", or "met at ...; NOT met at ..."."""
+    """The final ``RATIOS`` line of a benchmark whose target is "at most ``target`` x" (one figure, or one per
+    item: ``{1_000: 2.5, 10_000: 1.5}``): every ratio, and which of the ``judged`` items (default: all, or those
+    with a target) meet it: "met", "NOT met", or "met at ...; NOT met at ..."."""
     def label(key: Any) -> str:
         return f"{key:,}" if isinstance(key, int) else str(key)
 
-    keys = list(ratios) if judged is None else list(judged)
-    met = [label(k) for k in keys if ratios[k] <= target]
-    missed = [label(k) for k in keys if ratios[k] > target]
-    if not missed or not met:
+    limits = target if isinstance(target, dict) else dict.fromkeys(ratios, target)
+    keys = [k for k in ratios if k in limits] if judged is None else list(judged)
+    met = [label(k) for k in keys if ratios[k] <= limits[k]]
+    missed = [label(k) for k in keys if ratios[k] > limits[k]]
+    if not keys:
+        outcome = "not measured"
+    elif not missed or not met:
         outcome = verdict(not missed)
     else:
         outcome = f"met at {', '.join(met)}; NOT met at {', '.join(missed)}"
     values = ", ".join(f"{label(k)}={r:.2f}x" for k, r in ratios.items())
+    if isinstance(target, dict):
+        wanted = " and ".join(f"{v:g}x at {label(k)}" for k, v in target.items())
+        return f"RATIOS {name}: {values} (target <= {wanted}{scope}: {outcome}); {load_average()}"
     return f"RATIOS {name}: {values} (target <= {target:g}x{scope}: {outcome}); {load_average()}"
 
 

@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, g, request
 from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import ClientDisconnected
 
-from cds_service.cards.card import build_cards, without_report
+from cds_service.cards.card import build_cards, with_report, without_report
 from cds_service.cards.report import patient_header, with_header
 from cds_service.errors import BodyTooLarge, InputError, PreconditionFailed, ServiceNotFound, UnsupportedMediaType
 from cds_service.gather.fhir_client import Deadline, FhirClient
@@ -120,7 +120,7 @@ def handle(svc: ServiceState, body: object, request_id: str) -> dict:
     if cards:  # store a report only when a card links to it: no screening is kept for a patient without one
         url = _report_url(svc, with_header(screening.to_json(), patient_header(gathered.record.patient, at)))
         if url:
-            cards = build_cards(screening, report_url=url, **card_args)
+            cards = with_report(cards, url)  # the same cards as built with the link (tests/cards), built once
         elif url == "":  # the store failed: the card all the same, saying why it has no report link
             cards = without_report(cards)
     log.info("screened", extra={"hook": HOOK, "screening_status": screening.status, "cards": len(cards),

@@ -270,3 +270,24 @@ def test_cards_room_does_no_io():
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not imported & {"flask", "requests", "urllib3", "socket", "http"}, name
+
+
+@pytest.mark.parametrize("status, overrides", [
+    ("potential-candidate", {"I3": _c("I3", U, "No CD38 result.")}),
+    ("ineligible", {"E15": _c("E15", M, "A recent transplant.", until=date(2026, 12, 1))}),
+    ("ineligible", {"I1": _c("I1", N)}),
+    ("not-applicable", {}),
+])
+@pytest.mark.parametrize("explain", [False, True])
+def test_report_link_added_afterwards_gives_the_cards_built_with_it(status, overrides, explain):
+    """The hook builds its cards once, then adds the report link (``with_report``): the same cards as built
+    with the link, for every kind of card."""
+    from cds_service.cards.card import with_report
+
+    s = _screening(status, overrides, {"Procedure": "the FHIR server timed out"})
+    url = "https://screen.example.org/report/abcdefghijklmnopqrstuvwxyz012345"
+    without = _cards(s, explain_ineligibility=explain)
+    assert with_report(without, url) == _cards(s, report_url=url, explain_ineligibility=explain)
+    carded = status == "potential-candidate" or "E15" in overrides or explain
+    assert len(without) == (1 if carded else 0)  # the comparison is not between two empty lists
+    assert _cards(s, explain_ineligibility=explain) == without  # the input cards are left as they were
