@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from cds_service.errors import ConfigurationError
 
@@ -34,6 +34,16 @@ def parse_at(text: str) -> datetime:
     except ValueError:  # argparse prefixes "argument --at:"
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {text!r}") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
 
 
 def _evidence_line(e: Evidence) -> str:
@@ -68,7 +78,8 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     from cds_service.config import Settings, load_knowledge
     from cds_service.criteria.registry import check_registry
     from cds_service.errors import InputError
-    from cds_service.gather.bundles import records_from_paths
+    from cds_service.gather.bulk import ndjson_files
+    from cds_service.gather.bundles import expand_paths, records_from_paths
     from cds_service.pipeline import screen
     from cds_service.runtime import tune_gc
 
@@ -80,8 +91,11 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     status = 0
     screened = 0
     out = sys.stdout
-    for item in records_from_paths([Path(p) for p in args.paths], knowledge.tables, at=at,
-                                   rules=knowledge.rules):
+    paths = [Path(p) for p in args.paths]
+    # NDJSON is Bulk Data: all NDJSON files together are one population, joined per patient (gather/bulk.py);
+    # bundles (.json) are whole records each, read as before.
+    bundles = [p for p in expand_paths(paths) if p.suffix.lower() != ".ndjson"]
+    for item in records_from_paths(bundles, knowledge.tables, at=at, rules=knowledge.rules):
         if isinstance(item, InputError):
             print(f"trialscreen: {item}", file=sys.stderr)
             status = 2
@@ -92,12 +106,44 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             out.write(orjson.dumps(result.to_json()).decode() + "\n")
         else:
             out.write(format_text(result) + "\n\n")
+    bulk = ndjson_files(paths)
+    if bulk:
+        n, bulk_status = _screen_bulk(bulk, args, out)
+        screened += n
+        status = status or bulk_status
     out.flush()
     if not screened and not status:  # an empty file or a folder without records is a mistake worth a word
         print("trialscreen: no patient record found in " + ", ".join(args.paths) +
               " (empty files, or folders without .json/.ndjson files)", file=sys.stderr)
         return 2
     return status
+
+
+def _screen_bulk(files: list[Path], args: argparse.Namespace, out: TextIO) -> tuple[int, int]:
+    """Screen NDJSON files as one Bulk Data population; (patients screened, exit status)."""
+    import orjson
+
+    from cds_service.errors import InputError
+    from cds_service.gather.bulk import BulkIndex
+    from cds_service.population import screen_index
+
+    try:
+        index = BulkIndex.build(files)
+    except InputError as exc:
+        print(f"trialscreen: {exc}", file=sys.stderr)
+        return 0, 2
+    screened = 0
+    with index:
+        orphans = index.orphans()
+        for outcome in screen_index(index, args.at, jobs=args.jobs):
+            screened += 1
+            if args.format == "json":
+                out.write(orjson.dumps(outcome.screening).decode() + "\n")
+            else:
+                out.write(outcome.text + "\n\n")
+    if orphans.resources:
+        print(f"trialscreen: {orphans.summary()}", file=sys.stderr)
+    return screened, 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", type=parse_at, default=None, help="evaluation time, ISO 8601 (default: now)")
     p.add_argument("--format", choices=("json", "text"), default="text",
                    help="text: a checklist per patient (default); json: JSON Lines, one object per patient")
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="NDJSON (Bulk Data) input: screen with N processes (default 1)")
     p.set_defaults(func=_cmd_screen)
     from cds_service.hooks.command_args import add_service_commands
 

@@ -1,0 +1,151 @@
+"""Population screening: every patient of a Bulk Data index screened, one by one, in one or N processes.
+
+    BulkIndex (gather/bulk.py, on disk) -> per patient: build_record -> screen(record, at) -> Outcome
+
+Patients are read from the index in sorted batches, screened, and handed back in that order; at most a few
+batches are in flight at once, so memory depends on the largest patient record, not on the population. With
+``jobs`` > 1 the batches go to worker processes (each opens the index read-only and loads the code tables once).
+
+No I/O here besides reading the index through ``gather.bulk``; the caller writes the output.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from cds_service.criteria.result import Result
+
+__all__ = ["Outcome", "screen_index", "summarise"]
+
+_BATCH = 25  # patients per task: enough to amortise the hand-over, few enough to keep every worker busy
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One patient's screening: the JSON (``Screening.to_json()``), the text checklist, and its worklist row."""
+
+    patient: str
+    status: str
+    screening: dict[str, Any]
+    text: str
+    name: str
+    blocking: tuple[str, ...]
+    to_check: int
+    eligible_from: date | None
+
+
+def summarise(screening: Any, name: str = "") -> Outcome:
+    """An Outcome from a Screening: blocking criteria (inclusions not met, exclusions that apply), items to check
+    (unknown), and, when every blocking item is a time window with an end date, the date all have passed."""
+    from cds_service.cli import format_text  # the checklist lives with the command that prints it
+
+    blocking = [c for c in screening.criteria if (c.kind == "inclusion" and c.result is Result.NOT_MET)
+                or (c.kind == "exclusion" and c.result is Result.MET)]
+    until = [c.until for c in blocking]
+    eligible_from = max(until) if blocking and all(u is not None for u in until) else None  # type: ignore[type-var]
+    return Outcome(
+        patient=screening.patient,
+        status=screening.status,
+        screening=screening.to_json(),
+        text=format_text(screening),
+        name=name,
+        blocking=tuple(c.id for c in blocking),
+        to_check=sum(1 for c in screening.criteria if c.result is Result.UNKNOWN),
+        eligible_from=eligible_from,
+    )
+
+
+def _patient_name(resources: list[dict[str, Any]]) -> str:
+    """"Given Family" from the Patient's first name entry ('' when none). Shown on the worklist only."""
+    for res in resources:
+        if res.get("resourceType") == "Patient":
+            for entry in res.get("name") or ():
+                if isinstance(entry, dict):
+                    given = " ".join(g for g in entry.get("given") or () if isinstance(g, str))
+                    family = entry.get("family") if isinstance(entry.get("family"), str) else ""
+                    text = " ".join(p for p in (given, family) if p) or entry.get("text") or ""
+                    if text:
+                        return str(text)
+            return ""
+    return ""
+
+
+class _Screener:
+    """Screens patients of one index (one per process)."""
+
+    def __init__(self, db_path: Path, at: datetime) -> None:
+        from cds_service.config import Settings, load_knowledge
+        from cds_service.gather.bulk import BulkIndex
+        from cds_service.gather.record import relevant_to
+
+        self.knowledge = load_knowledge(Settings.from_env())
+        self.index = BulkIndex(db_path)
+        self.at = at
+        self.keep = relevant_to(self.knowledge.tables, at=at, rules=self.knowledge.rules)
+
+    def screen(self, ids: list[str]) -> list[Outcome]:
+        from cds_service.gather.record import build_record
+        from cds_service.pipeline import screen
+
+        out = []
+        for pid in ids:
+            resources = self.index.resources_of(pid)
+            record = build_record(f"Patient/{pid}", resources, keep=self.keep)
+            out.append(summarise(screen(record, self.at, self.knowledge), _patient_name(resources)))
+        return out
+
+
+_worker: _Screener | None = None
+
+
+def _init_worker(db_path: str, at: datetime) -> None:
+    global _worker
+    _worker = _Screener(Path(db_path), at)
+
+
+def _screen_in_worker(ids: list[str]) -> list[Outcome]:
+    assert _worker is not None
+    return _worker.screen(ids)
+
+
+def screen_index(index: Any, at: datetime, *, jobs: int = 1,
+                 progress: Callable[[int], None] | None = None) -> Iterator[Outcome]:
+    """Every patient of ``index`` (a ``BulkIndex``) screened as of ``at``, in patient-id order.
+
+    ``jobs``: worker processes (1: this process). ``progress(n)`` is called as each batch of ``n`` is done.
+    """
+    if jobs <= 1:
+        screener = _Screener(index.db_path, at)
+        try:
+            for ids in index.patient_ids(batch=_BATCH):
+                batch = screener.screen(ids)
+                yield from batch
+                if progress is not None:
+                    progress(len(batch))
+        finally:
+            screener.index.close()
+        return
+    # spawn: workers start clean (no inherited threads or open SQLite handles) on every platform.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(str(index.db_path), at)) as pool:
+        pending: deque[Future[list[Outcome]]] = deque()
+        for ids in index.patient_ids(batch=_BATCH):
+            pending.append(pool.submit(_screen_in_worker, ids))
+            if len(pending) >= 3 * jobs:  # a bounded window: results are handed back in order as they finish
+                batch = pending.popleft().result()
+                yield from batch
+                if progress is not None:
+                    progress(len(batch))
+        while pending:
+            batch = pending.popleft().result()
+            yield from batch
+            if progress is not None:
+                progress(len(batch))
