@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from cds_service.errors import ConfigurationError
 
@@ -108,7 +108,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             out.write(format_text(result) + "\n\n")
     bulk = ndjson_files(paths)
     if bulk:
-        n, bulk_status = _screen_bulk(bulk, args, out)
+        n, bulk_status = _screen_bulk(bulk, args, out, knowledge)
         screened += n
         status = status or bulk_status
     out.flush()
@@ -119,13 +119,11 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     return status
 
 
-def _screen_bulk(files: list[Path], args: argparse.Namespace, out: TextIO) -> tuple[int, int]:
+def _screen_bulk(files: list[Path], args: argparse.Namespace, out: TextIO, knowledge: Any) -> tuple[int, int]:
     """Screen NDJSON files as one Bulk Data population; (patients screened, exit status)."""
-    import orjson
-
     from cds_service.errors import InputError
     from cds_service.gather.bulk import BulkIndex
-    from cds_service.population import screen_index
+    from cds_service.population import as_json_line, screen_index
 
     try:
         index = BulkIndex.build(files)
@@ -135,12 +133,13 @@ def _screen_bulk(files: list[Path], args: argparse.Namespace, out: TextIO) -> tu
     screened = 0
     with index:
         orphans = index.orphans()
-        for outcome in screen_index(index, args.at, jobs=args.jobs):
+        render = as_json_line if args.format == "json" else format_text
+        for outcome in screen_index(index, args.at, jobs=args.jobs, render=render, knowledge=knowledge):
             screened += 1
             if args.format == "json":
-                out.write(orjson.dumps(outcome.screening).decode() + "\n")
+                out.write(outcome.rendered.decode())
             else:
-                out.write(outcome.text + "\n\n")
+                out.write(outcome.rendered + "\n\n")
     if orphans.resources:
         print(f"trialscreen: {orphans.summary()}", file=sys.stderr)
     return screened, 0

@@ -22,30 +22,30 @@ from typing import Any
 
 from cds_service.criteria.result import Result
 
-__all__ = ["Outcome", "screen_index", "summarise"]
+__all__ = ["Outcome", "as_json", "as_json_line", "screen_index", "summarise"]
 
 _BATCH = 25  # patients per task: enough to amortise the hand-over, few enough to keep every worker busy
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """One patient's screening: the JSON (``Screening.to_json()``), the text checklist, and its worklist row."""
+    """One patient's worklist row, and the screening as the caller's ``render`` made it (None without one)."""
 
     patient: str
     status: str
-    screening: dict[str, Any]
-    text: str
     name: str
     blocking: tuple[str, ...]
     to_check: int
     eligible_from: date | None
+    rendered: Any = None
 
 
-def summarise(screening: Any, name: str = "") -> Outcome:
+Render = Callable[[Any], Any]  # Screening -> what the caller writes (a module-level function: sent to workers)
+
+
+def summarise(screening: Any, name: str = "", render: Render | None = None) -> Outcome:
     """An Outcome from a Screening: blocking criteria (inclusions not met, exclusions that apply), items to check
     (unknown), and, when every blocking item is a time window with an end date, the date all have passed."""
-    from cds_service.cli import format_text  # the checklist lives with the command that prints it
-
     blocking = [c for c in screening.criteria if (c.kind == "inclusion" and c.result is Result.NOT_MET)
                 or (c.kind == "exclusion" and c.result is Result.MET)]
     until = [c.until for c in blocking]
@@ -53,13 +53,24 @@ def summarise(screening: Any, name: str = "") -> Outcome:
     return Outcome(
         patient=screening.patient,
         status=screening.status,
-        screening=screening.to_json(),
-        text=format_text(screening),
         name=name,
         blocking=tuple(c.id for c in blocking),
         to_check=sum(1 for c in screening.criteria if c.result is Result.UNKNOWN),
         eligible_from=eligible_from,
+        rendered=render(screening) if render is not None else None,
     )
+
+
+def as_json(screening: Any) -> dict[str, Any]:
+    """``render`` for the JSON form (``Screening.to_json()``)."""
+    return screening.to_json()
+
+
+def as_json_line(screening: Any) -> bytes:
+    """``render`` for JSON Lines: the serialised line, made in the worker."""
+    import orjson
+
+    return orjson.dumps(screening.to_json()) + b"\n"
 
 
 def _patient_name(resources: list[dict[str, Any]]) -> str:
@@ -80,14 +91,15 @@ def _patient_name(resources: list[dict[str, Any]]) -> str:
 class _Screener:
     """Screens patients of one index (one per process)."""
 
-    def __init__(self, db_path: Path, at: datetime) -> None:
+    def __init__(self, db_path: Path, at: datetime, render: Render | None, knowledge: Any = None) -> None:
         from cds_service.config import Settings, load_knowledge
         from cds_service.gather.bulk import BulkIndex
         from cds_service.gather.record import relevant_to
 
-        self.knowledge = load_knowledge(Settings.from_env())
+        self.knowledge = knowledge if knowledge is not None else load_knowledge(Settings.from_env())
         self.index = BulkIndex(db_path)
         self.at = at
+        self.render = render
         self.keep = relevant_to(self.knowledge.tables, at=at, rules=self.knowledge.rules)
 
     def screen(self, ids: list[str]) -> list[Outcome]:
@@ -98,16 +110,17 @@ class _Screener:
         for pid in ids:
             resources = self.index.resources_of(pid)
             record = build_record(f"Patient/{pid}", resources, keep=self.keep)
-            out.append(summarise(screen(record, self.at, self.knowledge), _patient_name(resources)))
+            out.append(summarise(screen(record, self.at, self.knowledge), _patient_name(resources), self.render))
         return out
 
 
 _worker: _Screener | None = None
+_inherited: Any = None  # the parent's knowledge, seen by forked workers (never pickled)
 
 
-def _init_worker(db_path: str, at: datetime) -> None:
+def _init_worker(db_path: str, at: datetime, render: Render | None) -> None:
     global _worker
-    _worker = _Screener(Path(db_path), at)
+    _worker = _Screener(Path(db_path), at, render, _inherited)
 
 
 def _screen_in_worker(ids: list[str]) -> list[Outcome]:
@@ -115,14 +128,32 @@ def _screen_in_worker(ids: list[str]) -> list[Outcome]:
     return _worker.screen(ids)
 
 
-def screen_index(index: Any, at: datetime, *, jobs: int = 1,
-                 progress: Callable[[int], None] | None = None) -> Iterator[Outcome]:
+def _context() -> Any:
+    """fork where it is safe (Linux, this process single-threaded): workers start in milliseconds with the code
+    tables already loaded; spawn elsewhere (each worker imports and loads them itself, ~1-3 s)."""
+    import sys
+    import threading
+
+    if sys.platform == "linux" and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def screen_index(index: Any, at: datetime, *, jobs: int = 1, render: Render | None = None,
+                 knowledge: Any = None, progress: Callable[[int], None] | None = None) -> Iterator[Outcome]:
     """Every patient of ``index`` (a ``BulkIndex``) screened as of ``at``, in patient-id order.
 
-    ``jobs``: worker processes (1: this process). ``progress(n)`` is called as each batch of ``n`` is done.
+    ``jobs``: worker processes (1: this process). ``render``: Screening -> ``Outcome.rendered`` (a module-level
+    function, so that workers can be sent it). ``knowledge``: the loaded code tables and rules (default: loaded
+    from the environment's settings). ``progress(n)`` is called as each batch of ``n`` patients is done.
     """
+    global _inherited
+    if knowledge is None:
+        from cds_service.config import Settings, load_knowledge
+
+        knowledge = load_knowledge(Settings.from_env())
     if jobs <= 1:
-        screener = _Screener(index.db_path, at)
+        screener = _Screener(index.db_path, at, render, knowledge)
         try:
             for ids in index.patient_ids(batch=_BATCH):
                 batch = screener.screen(ids)
@@ -132,10 +163,10 @@ def screen_index(index: Any, at: datetime, *, jobs: int = 1,
         finally:
             screener.index.close()
         return
-    # spawn: workers start clean (no inherited threads or open SQLite handles) on every platform.
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _context()
+    _inherited = knowledge if ctx.get_start_method() == "fork" else None
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(str(index.db_path), at)) as pool:
+                             initargs=(str(index.db_path), at, render)) as pool:
         pending: deque[Future[list[Outcome]]] = deque()
         for ids in index.patient_ids(batch=_BATCH):
             pending.append(pool.submit(_screen_in_worker, ids))

@@ -18,7 +18,7 @@ from cds_service.cli import main
 from cds_service.gather.bulk import BulkIndex, patient_key, reference_key
 from cds_service.gather.bundles import expand_paths, records_from_paths
 from cds_service.pipeline import screen
-from cds_service.population import screen_index
+from cds_service.population import as_json, screen_index
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"
@@ -73,7 +73,7 @@ def by_bundles(paths: list[Path]) -> dict[str, dict]:
 
 def by_bulk(folder: Path, jobs: int = 1) -> list[dict]:
     with BulkIndex.build([folder]) as index:
-        return [o.screening for o in screen_index(index, AT, jobs=jobs)]
+        return [o.rendered for o in screen_index(index, AT, jobs=jobs, render=as_json)]
 
 
 def _evidence_as_set(screening: dict) -> dict:
