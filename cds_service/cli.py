@@ -73,16 +73,19 @@ def format_text(s: Screening) -> str:
 
 
 def _cmd_screen(args: argparse.Namespace) -> int:
-    import orjson
-
     from cds_service.config import Settings, load_knowledge
     from cds_service.criteria.registry import check_registry
     from cds_service.errors import InputError
     from cds_service.gather.bulk import ndjson_files
     from cds_service.gather.bundles import expand_paths, records_from_paths
     from cds_service.pipeline import screen
+    from cds_service.population import summarise
     from cds_service.runtime import tune_gc
 
+    if args.format == "html" and args.out is None:
+        print("trialscreen: --format html writes a worklist page and one report page per patient: give --out DIR",
+              file=sys.stderr)
+        return 2
     tune_gc()
     settings = Settings.from_env()
     knowledge = load_knowledge(settings)
@@ -90,28 +93,27 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     at = args.at
     status = 0
     screened = 0
-    out = sys.stdout
+    sink = _Sink(args.format, sys.stdout, args.out, knowledge, at)
+    render = sink.render
     paths = [Path(p) for p in args.paths]
-    # NDJSON is Bulk Data: all NDJSON files together are one population, joined per patient (gather/bulk.py);
-    # bundles (.json) are whole records each, read as before.
-    bundles = [p for p in expand_paths(paths) if p.suffix.lower() != ".ndjson"]
-    for item in records_from_paths(bundles, knowledge.tables, at=at, rules=knowledge.rules):
-        if isinstance(item, InputError):
-            print(f"trialscreen: {item}", file=sys.stderr)
-            status = 2
-            continue
-        result = screen(item, at, knowledge)
-        screened += 1
-        if args.format == "json":
-            out.write(orjson.dumps(result.to_json()).decode() + "\n")
-        else:
-            out.write(format_text(result) + "\n\n")
-    bulk = ndjson_files(paths)
-    if bulk:
-        n, bulk_status = _screen_bulk(bulk, args, out, knowledge)
-        screened += n
-        status = status or bulk_status
-    out.flush()
+    try:
+        # NDJSON is Bulk Data: all NDJSON files together are one population, joined per patient (gather/bulk.py);
+        # bundles (.json) are whole records each, read as before.
+        bundles = [p for p in expand_paths(paths) if p.suffix.lower() != ".ndjson"]
+        for item in records_from_paths(bundles, knowledge.tables, at=at, rules=knowledge.rules):
+            if isinstance(item, InputError):
+                print(f"trialscreen: {item}", file=sys.stderr)
+                status = 2
+                continue
+            sink.write(summarise(screen(item, at, knowledge), _model_name(item.patient), render, knowledge))
+            screened += 1
+        bulk = ndjson_files(paths)
+        if bulk:
+            n, bulk_status = _screen_bulk(bulk, args, sink, knowledge)
+            screened += n
+            status = status or bulk_status
+    finally:
+        sink.close()
     if not screened and not status:  # an empty file or a folder without records is a mistake worth a word
         print("trialscreen: no patient record found in " + ", ".join(args.paths) +
               " (empty files, or folders without .json/.ndjson files)", file=sys.stderr)
@@ -119,11 +121,80 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     return status
 
 
-def _screen_bulk(files: list[Path], args: argparse.Namespace, out: TextIO, knowledge: Any) -> tuple[int, int]:
+def _model_name(patient: Any) -> str:
+    """"Given Family" of a parsed Patient's first name ('' when none): shown on the worklist only."""
+    for entry in getattr(patient, "name", None) or ():
+        text = " ".join([*(entry.given or ()), *([entry.family] if entry.family else [])]) or entry.text or ""
+        if text:
+            return str(text)
+    return ""
+
+
+class _Sink:
+    """Where screenings go, by ``--format``: JSON lines or checklists as they come; a CSV worklist (sorted at the
+    end from rows spooled on disk); or an HTML worklist in ``--out`` with one report page per patient."""
+
+    def __init__(self, fmt: str, out: TextIO, out_dir: Path | None, knowledge: Any, at: datetime) -> None:
+        from cds_service.population import as_json_line, as_report_html, as_text
+
+        self.fmt, self.out, self.knowledge, self.at = fmt, out, knowledge, at
+        self.render = {"json": as_json_line, "text": as_text, "csv": None, "html": as_report_html}[fmt]
+        self.spool = None
+        self.out_dir = out_dir
+        if fmt in ("csv", "html"):
+            from cds_service.gather.bulk import RowSpool
+
+            self.spool = RowSpool()
+        if fmt == "html":
+            assert out_dir is not None
+            (out_dir / "patients").mkdir(parents=True, exist_ok=True)
+
+    def write(self, outcome: Any) -> None:
+        from cds_service.cards.worklist import report_filename
+
+        if self.fmt == "json":
+            self.out.write(outcome.rendered.decode())
+        elif self.fmt == "text":
+            self.out.write(outcome.rendered + "\n\n")
+        else:
+            assert self.spool is not None
+            self.spool.add(outcome.row())
+            if self.fmt == "html":
+                assert self.out_dir is not None
+                (self.out_dir / "patients" / report_filename(outcome.patient)).write_text(outcome.rendered,
+                                                                                          encoding="utf-8")
+
+    def close(self) -> None:
+        from cds_service.cards.worklist import render_worklist_html, write_csv
+
+        try:
+            if self.spool is not None and self.fmt == "csv":
+                write_csv(self.spool.sorted_rows(), self.out)
+            elif self.spool is not None and self.fmt == "html":
+                assert self.out_dir is not None
+                rules = self.knowledge.rules
+                page = render_worklist_html(self.spool.sorted_rows(), trial_id=rules.trial_id,
+                                            short_title=rules.short_title, evaluated_at=self.at.isoformat())
+                (self.out_dir / "index.html").write_text(page, encoding="utf-8")
+            self.out.flush()
+        finally:
+            if self.spool is not None:
+                self.spool.close()
+
+
+def _progress(total: int) -> Any:
+    """A progress bar on stderr (tqdm), silent when stderr is not a terminal (a log file, a pipe, CI)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="patient", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False,
+                dynamic_ncols=True)
+
+
+def _screen_bulk(files: list[Path], args: argparse.Namespace, sink: _Sink, knowledge: Any) -> tuple[int, int]:
     """Screen NDJSON files as one Bulk Data population; (patients screened, exit status)."""
     from cds_service.errors import InputError
     from cds_service.gather.bulk import BulkIndex
-    from cds_service.population import as_json_line, screen_index
+    from cds_service.population import screen_index
 
     try:
         index = BulkIndex.build(files)
@@ -131,15 +202,12 @@ def _screen_bulk(files: list[Path], args: argparse.Namespace, out: TextIO, knowl
         print(f"trialscreen: {exc}", file=sys.stderr)
         return 0, 2
     screened = 0
-    with index:
+    with index, _progress(index.count()) as bar:
         orphans = index.orphans()
-        render = as_json_line if args.format == "json" else format_text
-        for outcome in screen_index(index, args.at, jobs=args.jobs, render=render, knowledge=knowledge):
+        for outcome in screen_index(index, args.at, jobs=args.jobs, render=sink.render, knowledge=knowledge,
+                                    progress=bar.update):
             screened += 1
-            if args.format == "json":
-                out.write(outcome.rendered.decode())
-            else:
-                out.write(outcome.rendered + "\n\n")
+            sink.write(outcome)
     if orphans.resources:
         print(f"trialscreen: {orphans.summary()}", file=sys.stderr)
     return screened, 0
@@ -151,8 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("screen", help="screen FHIR bundles / NDJSON files / folders of them")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--at", type=parse_at, default=None, help="evaluation time, ISO 8601 (default: now)")
-    p.add_argument("--format", choices=("json", "text"), default="text",
-                   help="text: a checklist per patient (default); json: JSON Lines, one object per patient")
+    p.add_argument("--format", choices=("json", "text", "csv", "html"), default="text",
+                   help="text: a checklist per patient (default); json: JSON Lines, one object per patient; "
+                        "csv: a worklist, one row per patient, candidates first; html: a worklist page "
+                        "(--out DIR/index.html) linking to each patient's report page (DIR/patients/)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="--format html: the folder the pages are written to")
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                    help="NDJSON (Bulk Data) input: screen with N processes (default 1)")
     p.set_defaults(func=_cmd_screen)

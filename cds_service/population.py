@@ -22,7 +22,7 @@ from typing import Any
 
 from cds_service.criteria.result import Result
 
-__all__ = ["Outcome", "as_json", "as_json_line", "screen_index", "summarise"]
+__all__ = ["Outcome", "as_json", "as_json_line", "as_report_html", "as_text", "screen_index", "summarise"]
 
 _BATCH = 25  # patients per task: enough to amortise the hand-over, few enough to keep every worker busy
 
@@ -40,10 +40,18 @@ class Outcome:
     rendered: Any = None
 
 
-Render = Callable[[Any], Any]  # Screening -> what the caller writes (a module-level function: sent to workers)
+    def row(self) -> Any:
+        """The worklist row (``cards.worklist.WorklistRow``)."""
+        from cds_service.cards.worklist import WorklistRow
+
+        return WorklistRow(self.patient, self.name, self.status, self.blocking, self.to_check, self.eligible_from)
 
 
-def summarise(screening: Any, name: str = "", render: Render | None = None) -> Outcome:
+# (Screening, Knowledge) -> what the caller writes; a module-level function, so that it can be sent to workers.
+Render = Callable[[Any, Any], Any]
+
+
+def summarise(screening: Any, name: str = "", render: Render | None = None, knowledge: Any = None) -> Outcome:
     """An Outcome from a Screening: blocking criteria (inclusions not met, exclusions that apply), items to check
     (unknown), and, when every blocking item is a time window with an end date, the date all have passed."""
     blocking = [c for c in screening.criteria if (c.kind == "inclusion" and c.result is Result.NOT_MET)
@@ -57,20 +65,34 @@ def summarise(screening: Any, name: str = "", render: Render | None = None) -> O
         blocking=tuple(c.id for c in blocking),
         to_check=sum(1 for c in screening.criteria if c.result is Result.UNKNOWN),
         eligible_from=eligible_from,
-        rendered=render(screening) if render is not None else None,
+        rendered=render(screening, knowledge) if render is not None else None,
     )
 
 
-def as_json(screening: Any) -> dict[str, Any]:
+def as_json(screening: Any, knowledge: Any = None) -> dict[str, Any]:
     """``render`` for the JSON form (``Screening.to_json()``)."""
     return screening.to_json()
 
 
-def as_json_line(screening: Any) -> bytes:
+def as_json_line(screening: Any, knowledge: Any = None) -> bytes:
     """``render`` for JSON Lines: the serialised line, made in the worker."""
     import orjson
 
     return orjson.dumps(screening.to_json()) + b"\n"
+
+
+def as_text(screening: Any, knowledge: Any = None) -> str:
+    """``render`` for the text checklist (``cli.format_text``)."""
+    from cds_service.cli import format_text
+
+    return format_text(screening)
+
+
+def as_report_html(screening: Any, knowledge: Any) -> str:
+    """``render`` for the patient's report page (``cards.report``)."""
+    from cds_service.cards.report import build_report, render_report_html
+
+    return render_report_html(build_report(screening.to_json(), knowledge.rules))
 
 
 def _patient_name(resources: list[dict[str, Any]]) -> str:
@@ -110,7 +132,8 @@ class _Screener:
         for pid in ids:
             resources = self.index.resources_of(pid)
             record = build_record(f"Patient/{pid}", resources, keep=self.keep)
-            out.append(summarise(screen(record, self.at, self.knowledge), _patient_name(resources), self.render))
+            out.append(summarise(screen(record, self.at, self.knowledge), _patient_name(resources), self.render,
+                                 self.knowledge))
         return out
 
 

@@ -40,7 +40,7 @@ import orjson
 from cds_service.errors import InputError
 from cds_service.gather.record import RESOURCE_TYPES
 
-__all__ = ["BulkIndex", "Orphans", "is_bulk_input", "ndjson_files", "patient_key", "reference_key"]
+__all__ = ["BulkIndex", "RowSpool", "Orphans", "is_bulk_input", "ndjson_files", "patient_key", "reference_key"]
 
 _PATIENT_LINKS = ("subject", "patient", "beneficiary")
 _BATCH = 2_000  # rows per executemany: large enough to amortise the call, small enough to stay a few MB
@@ -282,3 +282,36 @@ def _flush(db: sqlite3.Connection, rows: list[Any], shared: list[Any]) -> None:
     if shared:
         db.executemany("INSERT OR IGNORE INTO shared (type, id, body) VALUES (?, ?, ?)", shared)
         shared.clear()
+
+
+class RowSpool:
+    """Worklist rows kept on disk (an SQLite file in a temporary folder) and read back sorted: a population's
+    worklist is sorted without holding its rows in memory."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="trialscreen-worklist-")
+        self._db = sqlite3.connect(Path(self._dir.name) / "rows.sqlite")
+        self._db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-4000;"
+                               "CREATE TABLE rows (k0, k1, k2, k3, k4, body BLOB)")
+
+    def add(self, row: Any) -> None:
+        """Add a ``cards.worklist.WorklistRow``."""
+        from cds_service.cards.worklist import sort_key
+
+        body = orjson.dumps([row.patient, row.name, row.status, list(row.blocking), row.to_check,
+                             row.eligible_from.isoformat() if row.eligible_from else None])
+        self._db.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?)", (*sort_key(row), body))
+
+    def sorted_rows(self) -> Iterator[Any]:
+        from datetime import date
+
+        from cds_service.cards.worklist import WorklistRow
+
+        for (body,) in self._db.execute("SELECT body FROM rows ORDER BY k0, k1, k2, k3, k4"):
+            patient, name, status, blocking, to_check, until = orjson.loads(body)
+            yield WorklistRow(patient, name, status, tuple(blocking), to_check,
+                              date.fromisoformat(until) if until else None)
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()
