@@ -213,6 +213,62 @@ def _screen_bulk(files: list[Path], args: argparse.Namespace, sink: _Sink, knowl
     return screened, 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Bulk Data export from a FHIR server into --out, and with --screen the population screened in one step."""
+    import os
+
+    from cds_service.gather.bulk_export import ExportError, ExportRequest, run_export
+
+    token = os.environ.get("TRIALSCREEN_FHIR_TOKEN") or None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            print(f"trialscreen: --token-file: cannot be read ({exc.strerror or exc})", file=sys.stderr)
+            return 2
+    req = ExportRequest(base_url=args.fhir_server, out_dir=args.out, group=args.group, since=args.since,
+                        token=token, timeout=args.timeout)
+    bars: dict[str, Any] = {}
+
+    def status(text: str) -> None:
+        if sys.stderr.isatty():
+            print(f"\rtrialscreen: export {text}\033[K", end="", file=sys.stderr, flush=True)
+
+    def progress(done: int, total: int | None, name: str) -> None:
+        from tqdm import tqdm
+
+        bar = bars.get(name)
+        if bar is None:
+            for old in bars.values():
+                old.close()
+            bar = bars[name] = tqdm(total=total, desc=name, unit="B", unit_scale=True, file=sys.stderr,
+                                    disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    try:
+        result = run_export(req, status=status, progress=progress)
+    except ExportError as exc:
+        print(f"\ntrialscreen: export: {exc}" if sys.stderr.isatty() else f"trialscreen: export: {exc}",
+              file=sys.stderr)
+        return 4
+    finally:
+        for bar in bars.values():
+            bar.close()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    skipped = f" ({result.skipped} already complete)" if result.skipped else ""
+    errors = f"; the server reported {len(result.errors)} error file(s) in {args.out}/errors" if result.errors else ""
+    print(f"trialscreen: exported {len(result.files)} file(s) to {args.out}{skipped}{errors}", file=sys.stderr)
+    if not args.screen:
+        return 0
+    if not result.files:
+        print("trialscreen: the export holds no file to screen", file=sys.stderr)
+        return 2
+    args.paths = [str(p) for p in result.files]
+    args.out = args.report_dir
+    return _cmd_screen(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trialscreen", description="Screen patients for NCT06880354.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,6 +284,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                    help="NDJSON (Bulk Data) input: screen with N processes (default 1)")
     p.set_defaults(func=_cmd_screen)
+    e = sub.add_parser("export", help="FHIR Bulk Data export ($export) from a FHIR server, optionally screened",
+                       description="Kick off a Bulk Data export of the resource types the criteria read, poll it, "
+                                   "download the NDJSON into --out (a second run resumes), and with --screen screen "
+                                   "it. The bearer token, if any, is read from TRIALSCREEN_FHIR_TOKEN or "
+                                   "--token-file (never from the command line, where other users can see it).")
+    e.add_argument("--fhir-server", required=True, metavar="URL", help="the FHIR server's base URL")
+    e.add_argument("--group", default=None, metavar="ID", help="export Group/ID's patients (default: all patients)")
+    e.add_argument("--since", type=parse_at, default=None, help="only resources changed since (ISO 8601, _since)")
+    e.add_argument("--out", type=Path, default=Path("bulk-export"), metavar="DIR",
+                   help="where the NDJSON goes (default: ./bulk-export)")
+    e.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
+                   help="give up (and cancel the job) if the export is not ready by then (default 3600)")
+    e.add_argument("--token-file", type=Path, default=None, metavar="PATH", help="a file holding the bearer token")
+    e.add_argument("--screen", action="store_true", help="screen the export once downloaded")
+    e.add_argument("--at", type=parse_at, default=None, help="--screen: evaluation time (default: now)")
+    e.add_argument("--format", choices=("json", "text", "csv", "html"), default="text", help="--screen: as screen's")
+    e.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="--screen: worker processes")
+    e.add_argument("--report-dir", type=Path, default=None, metavar="DIR",
+                   help="--screen --format html: the folder the worklist pages are written to")
+    e.set_defaults(func=_cmd_export)
     from cds_service.hooks.command_args import add_service_commands
 
     add_service_commands(sub, parse_at)
@@ -237,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "at", None) is None and args.command == "screen":
+    if getattr(args, "at", None) is None and args.command in ("screen", "export"):
         args.at = datetime.now(UTC)
     try:
         return int(args.func(args) or 0)
