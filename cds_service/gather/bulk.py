@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ import orjson
 from cds_service.errors import InputError
 from cds_service.gather.record import RESOURCE_TYPES
 
-__all__ = ["BulkIndex", "RowSpool", "Orphans", "is_bulk_input", "ndjson_files", "patient_key", "reference_key"]
+__all__ = ["BulkIndex", "RowSpool", "referenced_shared", "shared_key", "Orphans", "is_bulk_input", "ndjson_files",
+           "patient_key", "reference_key"]
 
 _PATIENT_LINKS = ("subject", "patient", "beneficiary")
 _BATCH = 2_000  # rows per executemany: large enough to amortise the call, small enough to stay a few MB
@@ -194,34 +195,15 @@ class BulkIndex:
         return out
 
     def _referenced(self, bodies: list[bytes]) -> list[dict[str, Any]]:
-        """Shared resources named by references in ``bodies`` (and in what they reference, two levels deep)."""
-        wanted = self._shared_types & _READ_TYPES
-        found: dict[tuple[str, str], dict[str, Any]] = {}
-        level = bodies
-        for _depth in range(2):
-            keys: set[tuple[str | None, str]] = set()
-            for body in level:
-                if b'"reference"' not in body:
-                    continue
-                for m in _REFERENCE.finditer(body):
-                    key = reference_key(m.group(1).decode("utf-8", "replace"))
-                    if key is not None and (key[0] is None or key[0] in wanted):
-                        keys.add(key)
-            level = []
-            for rtype, rid in sorted(keys, key=lambda k: (k[0] or "", k[1])):
-                if rtype is None:
-                    row = self._db.execute("SELECT type, body FROM shared WHERE id = ? ORDER BY type LIMIT 1",
-                                           (rid,)).fetchone()
-                else:
-                    row = self._db.execute("SELECT type, body FROM shared WHERE type = ? AND id = ?",
-                                           (rtype, rid)).fetchone()
-                if row is None or row[0] not in wanted or (row[0], rid) in found:
-                    continue
-                found[(row[0], rid)] = orjson.loads(row[1])
-                level.append(row[1])
-            if not level:
-                break
-        return [found[k] for k in sorted(found)]
+        return referenced_shared(bodies, self._shared_types, self._lookup_shared)
+
+    def _lookup_shared(self, rtype: str | None, rid: str) -> tuple[str, bytes] | None:
+        if rtype is None:
+            row = self._db.execute("SELECT type, body FROM shared WHERE id = ? ORDER BY type LIMIT 1",
+                                   (rid,)).fetchone()
+        else:
+            row = self._db.execute("SELECT type, body FROM shared WHERE type = ? AND id = ?", (rtype, rid)).fetchone()
+        return (row[0], row[1]) if row is not None else None
 
     def orphans(self) -> Orphans:
         row = self._db.execute(
@@ -240,6 +222,47 @@ class BulkIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def shared_key(resource: dict[str, Any]) -> tuple[str, str] | None:
+    """(type, id) under which a resource that names no patient is shared (None: it names one, or has no id)."""
+    if patient_key(resource) is not None:
+        return None
+    rtype, rid = resource.get("resourceType"), resource.get("id")
+    return (rtype, rid) if isinstance(rtype, str) and isinstance(rid, str) and rid else None
+
+
+def referenced_shared(bodies: Iterable[bytes], shared_types: Iterable[str],
+                      lookup: Callable[[str | None, str], tuple[str, bytes] | None]) -> list[dict[str, Any]]:
+    """The shared resources (Medications...) that references in ``bodies`` (raw JSON lines) name, and those they
+    name in turn (two levels), sorted by (type, id). ``lookup(type or None for urn:uuid, id)`` -> (type, line).
+
+    Only references to types the criteria read and the input holds as shared are looked up.
+    """
+    wanted = frozenset(shared_types) & _READ_TYPES
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    if not wanted:
+        return []
+    level = list(bodies)
+    for _depth in range(2):
+        keys: set[tuple[str | None, str]] = set()
+        for body in level:
+            if b'"reference"' not in body:
+                continue
+            for m in _REFERENCE.finditer(body):
+                key = reference_key(m.group(1).decode("utf-8", "replace"))
+                if key is not None and (key[0] is None or key[0] in wanted):
+                    keys.add(key)
+        level = []
+        for rtype, rid in sorted(keys, key=lambda k: (k[0] or "", k[1])):
+            row = lookup(rtype, rid)
+            if row is None or row[0] not in wanted or (row[0], rid) in found:
+                continue
+            found[(row[0], rid)] = orjson.loads(row[1])
+            level.append(row[1])
+        if not level:
+            break
+    return [found[k] for k in sorted(found)]
 
 
 def _index_file(db: sqlite3.Connection, path: Path, file_no: int) -> None:
