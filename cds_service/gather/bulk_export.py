@@ -54,6 +54,19 @@ class ExportTimeout(ExportError):
     """The export was not ready before the deadline (the job was cancelled on the server)."""
 
 
+# Types outside FHIR R4's Patient compartment: a Group- or Patient-level export cannot hold them (HAPI FHIR refuses
+# the whole kick-off, HAPI-0512). They are left out of ``_type``; the ones the exported resources reference are
+# read one by one after the download (``read_referenced``), into ``Medication.referenced.ndjson``.
+NOT_IN_PATIENT_COMPARTMENT = frozenset({"Medication"})
+_REFERENCING = ("MedicationRequest", "MedicationStatement", "MedicationAdministration")
+_MAX_REFERENCED_READS = 2000
+
+
+def compartment_types(types: Sequence[str]) -> list[str]:
+    """The types a patient-level ``$export`` may ask for (``types`` without those outside the compartment)."""
+    return [t for t in types if t not in NOT_IN_PATIENT_COMPARTMENT]
+
+
 def criteria_types() -> list[str]:
     """The resource types the criteria read: what ``_type`` asks for (Medication included: referenced)."""
     return list(RESOURCE_TYPES)
@@ -132,8 +145,9 @@ def kick_off(session: requests.Session, req: ExportRequest) -> str:
     base = req.base_url.rstrip("/")
     url = f"{base}/Group/{req.group}/$export" if req.group else f"{base}/Patient/$export"
     params: dict[str, str] = {"_outputFormat": NDJSON}
-    if req.types:
-        params["_type"] = ",".join(req.types)
+    types = compartment_types(req.types)
+    if types:
+        params["_type"] = ",".join(types)
     if req.since is not None:
         params["_since"] = req.since.isoformat()
     headers = {**_headers(req), "Prefer": "respond-async"}
@@ -340,7 +354,58 @@ def run_export(req: ExportRequest, *, session: requests.Session | None = None,
             saved.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         elif status is not None:
             status("resuming the downloads of the export in " + str(req.out_dir))
-        return download(session, manifest, req, progress=progress, sleep=sleep)
+        result = download(session, manifest, req, progress=progress, sleep=sleep)
+        if "Medication" in req.types:
+            referenced = read_referenced(session, req, result.files)
+            if referenced is not None:
+                result.files.append(referenced)
+        return result
     finally:
         if own:
             session.close()
+
+
+def read_referenced(session: requests.Session, req: ExportRequest, files: Sequence[Path]) -> Path | None:
+    """Read the Medications the exported medication resources reference (``Medication/<id>`` on the same server)
+    into ``<out>/Medication.referenced.ndjson``; None when there is none. Kept on a second run (resume)."""
+    target = req.out_dir / "Medication.referenced.ndjson"
+    if target.is_file():
+        return target
+    base = req.base_url.rstrip("/")
+    ids: set[str] = set()
+    for path in files:
+        if not path.name.startswith(_REFERENCING):
+            continue
+        with path.open(encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    res = json.loads(line)
+                except ValueError:
+                    continue  # the screening reports unreadable lines itself
+                ref = (res.get("medicationReference") or {}).get("reference") if isinstance(res, dict) else None
+                if isinstance(ref, str):
+                    ref = ref.removeprefix(base + "/")
+                    if ref.startswith("Medication/") and "/" not in ref[len("Medication/"):]:
+                        ids.add(ref[len("Medication/"):])
+    if not ids:
+        return None
+    if len(ids) > _MAX_REFERENCED_READS:
+        raise ExportError(f"the export references {len(ids)} Medications (at most {_MAX_REFERENCED_READS} are read)")
+    part = target.with_name(target.name + ".part")
+    missing = 0
+    with part.open("w", encoding="utf-8") as out:
+        for mid in sorted(ids):
+            url = f"{base}/Medication/{mid}"
+            try:
+                resp = session.get(url, headers=_headers(req), timeout=req.request_timeout)
+            except requests.RequestException as exc:
+                raise ExportError(f"reading a referenced Medication failed: {type(exc).__name__} at {url}") from None
+            if resp.status_code in (404, 410):
+                missing += 1  # a dangling reference: the screening treats the drug as unknown
+                continue
+            if resp.status_code != 200:
+                raise ExportError(f"reading a referenced Medication: HTTP {resp.status_code} from {url}")
+            out.write(json.dumps(resp.json(), separators=(",", ":")) + "\n")
+    part.replace(target)
+    log.info("bulk export: %d referenced Medications read (%d not found)", len(ids) - missing, missing)
+    return target

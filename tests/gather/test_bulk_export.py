@@ -5,6 +5,7 @@ The happy path runs against a real server process in tests/integration/test_bulk
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -78,7 +79,9 @@ def test_kick_off_asks_async_for_the_criteria_types_and_polls_as_retry_after_say
                         clock=clock, status=seen.append)
     kick = responses.calls[0].request
     assert kick.headers["Prefer"] == "respond-async" and kick.headers["Authorization"] == f"Bearer {TOKEN}"
-    assert kick.params["_type"].split(",") == criteria_types() and "Procedure" in criteria_types()
+    # Medication is outside the Patient compartment: not asked for (HAPI refuses it), read by reference instead
+    assert kick.params["_type"].split(",") == [t for t in criteria_types() if t != "Medication"]
+    assert "Procedure" in criteria_types() and "Medication" in criteria_types()
     assert kick.params["_since"] == "2026-01-01T00:00:00+00:00"
     assert clock.sleeps == [7.0, 3.0] and seen == ["10%", "in progress"]
     assert [p.name for p in result.files] == ["Patient.1.ndjson", "Condition.1.ndjson"]
@@ -193,3 +196,24 @@ def test_a_dropped_connection_mid_file_is_retried(tmp_path, caplog):
     download(requests.Session(), manifest(), req, sleep=clock.sleep)
     assert (req.out_dir / "Patient.1.ndjson").read_bytes() == body
     assert clock.sleeps == [2.0, 5.0] and "retrying (1/5)" in caplog.text
+
+
+@responses.activate
+def test_referenced_medications_are_read_after_a_patient_level_export(tmp_path):
+    """Medication is outside the Patient compartment: the ones the exported requests reference are read by id."""
+    responses.get(f"{BASE}/Group/g1/$export", status=202, headers={"Content-Location": STATUS})
+    responses.get(STATUS, json={**manifest(), "output": [
+        {"type": "MedicationRequest", "url": f"{FILES}/MedicationRequest.ndjson"}]})
+    lines = [{"resourceType": "MedicationRequest", "id": f"mr{i}", "medicationReference": {"reference": ref}}
+             for i, ref in enumerate(["Medication/m1", f"{BASE}/Medication/m2", "Medication/m1", "#contained",
+                                      "Medication/gone"])]
+    responses.get(f"{FILES}/MedicationRequest.ndjson", body="\n".join(map(json.dumps, lines)).encode())
+    responses.get(f"{BASE}/Medication/m1", json={"resourceType": "Medication", "id": "m1"})
+    responses.get(f"{BASE}/Medication/m2", json={"resourceType": "Medication", "id": "m2"})
+    responses.get(f"{BASE}/Medication/gone", status=404)
+    result = run_export(request(tmp_path, group="g1"), sleep=lambda s: None)
+    assert [p.name for p in result.files] == ["MedicationRequest.1.ndjson", "Medication.referenced.ndjson"]
+    meds = [json.loads(x) for x in (tmp_path / "out" / "Medication.referenced.ndjson").read_text().splitlines()]
+    assert [m["id"] for m in meds] == ["m1", "m2"]
+    reads = [c.request for c in responses.calls if "/Medication/" in c.request.url]
+    assert len(reads) == 3 and all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in reads)

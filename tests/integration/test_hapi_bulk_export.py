@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -145,3 +147,37 @@ def test_delete_on_the_poll_url_cancels_the_job(hapi_bulk_export):
     after = requests.get(status_url, headers={"Accept": "application/json"}, timeout=TIMEOUT)
     assert after.status_code == 404, after.text[:500]
     assert after.json()["resourceType"] == "OperationOutcome"
+
+
+# --- TrialScreen's own export client (cds_service/gather/bulk_export.py) against HAPI ---------------------------
+def test_export_client_on_hapi_screens_the_group_as_its_bundles(hapi_bulk_export, tmp_path):
+    """run_export (what ``trialscreen export --group`` runs) against HAPI, then the folder screened: each patient
+    equals ``screen()`` of its bundle. HAPI refuses Medication in a Group export (HAPI-0512), so the client leaves
+    it out of ``_type``; HAPI's ``Retry-After: 120`` is capped by ``max_wait``."""
+    import copy
+
+    from cds_service.gather.bulk_export import ExportRequest, run_export
+    from cds_service.gather.record import build_record
+    from cds_service.hooks.demo_data import load_fixture_patients, transaction_for
+    from cds_service.pipeline import screen
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gather"))
+    from test_bulk import AT, by_bulk  # noqa: PLC0415
+    from test_bulk import _evidence_as_set as evidence_as_set  # noqa: PLC0415
+
+    out = tmp_path / "export"
+    polls: list[str] = []
+    result = run_export(ExportRequest(base_url=hapi_bulk_export.base_url, out_dir=out,
+                                      group=hapi_bulk_export.group_id, timeout=POLL_DEADLINE, max_wait=2.0),
+                        status=polls.append)
+    assert {p.name.split(".")[0] for p in result.files} >= {"Patient", "Condition", "Observation"}
+    assert result.errors == []
+    expected = {}
+    for p in load_fixture_patients():
+        resources = [e["resource"] for e in transaction_for(p, hapi_bulk_export.prefix)["entry"]]
+        ref = f"Patient/{hapi_bulk_export.prefix}{p.patient_id}"
+        expected[ref] = screen(build_record(ref, copy.deepcopy(resources)), AT).to_json()
+    got = by_bulk(out)
+    assert sorted(s["patient"] for s in got) == sorted(expected)
+    for s in got:
+        assert evidence_as_set(s) == evidence_as_set(expected[s["patient"]]), s["patient"]
