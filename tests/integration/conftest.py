@@ -77,10 +77,16 @@ def hapi_server(request: pytest.FixtureRequest) -> Iterator[HapiServer]:
                          f"peak RSS {server.peak_rss_mib or 0:.0f} MiB (-Xmx{server.heap})")
 
 
+_FIGURES: list[str] = []  # printed in the terminal summary (a fixture's teardown output is captured)
+
+
 def _report(request: pytest.FixtureRequest, line: str) -> None:
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(line)
+    _FIGURES.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _FIGURES:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session", params=["sekmet", "hapi"])

@@ -182,11 +182,13 @@ def test_hapi_401_for_a_wrong_token_marks_kinds_not_retrieved(hapi_secure, patie
     assert "realm=" in raw.headers["WWW-Authenticate"]  # HAPI's AuthenticationException writes a Basic challenge
 
 
-def test_hapi_401_on_the_patient_read_gives_no_card(hapi_secure, patients, knowledge):
+def test_hapi_401_on_the_patient_read_is_a_412_naming_the_refused_token(hapi_secure, patients, knowledge):
     secure = hapi_secure.secure_base_url
     with service(knowledge, (secure,)) as base:
-        body, _ = call(base, SECURE_PREFIX + _candidate(patients).patient_id, secure, token="bad-token")
-    assert body == {"cards": []}
+        body, _ = call(base, SECURE_PREFIX + _candidate(patients).patient_id, secure, token="bad-token",
+                       status=412)
+    assert body["resourceType"] == "OperationOutcome" and "cards" not in body
+    assert "refused the access token (HTTP 401)" in body["issue"][0]["diagnostics"]
 
 
 def test_hapi_with_the_right_token_gives_the_bundle_screening(hapi_secure, patients, knowledge):
