@@ -162,9 +162,6 @@ def test_E2c_an_infusion_in_progress_is_given_now():
     assert verdict("E2c", ma).result is MET
 
 
-@pytest.mark.xfail(strict=True, reason="hydroxyurea has no sourced half-life in the medication tables yet "
-                                      "(anti-tumor-drugs L01XX05 has no half_life_hours; term-meds adds it): the "
-                                      "default 14 days applies, so 5 days ago is still MET")
 def test_E2c_hydroxyurea_given_5_days_ago_is_past_five_half_lives():
     # Hydroxyurea's elimination half-life is a few hours (2-4 h in adults), so five half-lives are under a day:
     # "whichever was shorter" makes a dose 5 days ago no exclusion. The half-life is read where every drug's is,
