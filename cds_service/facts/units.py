@@ -7,9 +7,10 @@ set; unit pairs a UCUM library treats as different dimensions but a lab treats a
 (enzyme ``U`` vs ``[IU]``) are declared as aliases in the value set, as data.
 
 Unit strings that are not UCUM codes ("IU/L", "U/l", "mmol/l", "mmHg", "x10^9/L") are read onto UCUM by
-:func:`ucum_of_text` from a reviewed table, ``fhir_mappings/units.json`` (read once, validated against its
-schema, on first use); :func:`convert` falls back to it when the string as sent does not convert. A reference
-range given only as text ("9-50 U/L", "< 40", "0,3 - 1,2 mg/dl") is read by :func:`parse_range_text`.
+:func:`ucum_of_text` from a reviewed table, ``fhir_mappings/units.json`` (read once and validated against its
+schema, at start-up by ``config.load_knowledge``, else on first use); :func:`convert` falls back to it when
+the string as sent does not convert. A reference range given only as text ("9-50 U/L", "< 40",
+"0,3 - 1,2 mg/dl") is read by :func:`parse_range_text`.
 
 An unknown or missing unit gives None (the caller's criterion becomes UNKNOWN), never a guess.
 No I/O apart from reading the shipped unit table once.
@@ -25,7 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 __all__ = ["Quantity", "TextRange", "conversion_factor", "convert", "ucum_of_text", "parse_range_text",
-           "load_unit_table"]
+           "load_unit_table", "set_unit_table", "UnitTable"]
 
 _lock = threading.Lock()
 _registry: Any = None
@@ -143,6 +144,14 @@ def load_unit_table(path: Any = None) -> UnitTable:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ConfigurationError(f"unit table {path}: invalid at {where}: {error.message}")
     return UnitTable(dict(data["whole"]), dict(data["atoms"]))
+
+
+def set_unit_table(table: UnitTable) -> None:
+    """Use ``table`` from now on (``config.load_knowledge`` installs the validated table at start-up)."""
+    global _table
+    with _table_lock:
+        _table = table
+    ucum_of_text.cache_clear()
 
 
 def _unit_table() -> UnitTable:

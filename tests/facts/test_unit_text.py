@@ -160,3 +160,19 @@ def test_a_newer_preliminary_negative_reopens_a_final_positive_hbsag():
     v = verdict("E12b", patient(), pos, neg)
     assert v.result is UNKNOWN  # not met on the older positive while a newer result says otherwise
 
+
+
+def test_an_invalid_unit_table_fails_start_up(tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from cds_service.config import Settings, load_knowledge
+
+    mappings = tmp_path / "fhir_mappings"
+    shutil.copytree(shipped_dir("fhir_mappings"), mappings)
+    data = json.loads((mappings / "units.json").read_text(encoding="utf-8"))
+    del data["atoms"]
+    (mappings / "units.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="units.json"):
+        load_knowledge(replace(Settings.from_env({}), mappings_dir=mappings))
+    assert ucum_of_text("IU/L") == "[IU]/L"  # the table in use is untouched
