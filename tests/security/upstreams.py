@@ -8,9 +8,9 @@ request is recorded (path, headers) so a test can see what the service sent wher
 
 from __future__ import annotations
 
-import gzip
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -176,10 +176,21 @@ def big_page(total_bytes: int) -> Reply:
     return Reply(200, b"", {"Content-Type": "application/fhir+json"}, pieces=pieces(), chunked=True)
 
 
-def gzip_bomb(decoded_bytes: int) -> Reply:
-    """A gzip body (Content-Encoding: gzip) that decodes to ``decoded_bytes`` of JSON-looking spaces."""
-    raw = b'{"resourceType":"Bundle","type":"searchset","entry":[' + b" " * decoded_bytes + b"]}"
-    body = gzip.compress(raw, compresslevel=9)
+def gzip_bomb_body(decoded_bytes: int) -> bytes:
+    """A gzip stream that decodes to ``decoded_bytes`` of JSON-looking whitespace (built in 1 MiB steps: the test
+    process never holds the decoded form)."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    out = [z.compress(b'{"resourceType":"Bundle","type":"searchset","entry":[')]
+    block = b" " * (1024 * 1024)
+    for _ in range(decoded_bytes // len(block)):
+        out.append(z.compress(block))
+    out.append(z.compress(b"]}"))
+    out.append(z.flush())
+    return b"".join(out)
+
+
+def gzip_bomb(body: bytes) -> Reply:
+    """A gzip bomb (``gzip_bomb_body``) sent with Content-Encoding: gzip and its (small) Content-Length."""
     return Reply(200, body, {"Content-Type": "application/fhir+json", "Content-Encoding": "gzip"})
 
 
@@ -238,5 +249,5 @@ def wait_for(predicate: Callable[[], bool], seconds: float = 5.0) -> bool:
     return predicate()
 
 
-__all__ = ["Upstream", "Reply", "Seen", "fhir_json", "searchset", "drip", "big_page", "gzip_bomb",
+__all__ = ["Upstream", "Reply", "Seen", "fhir_json", "searchset", "drip", "big_page", "gzip_bomb", "gzip_bomb_body",
            "service_over_http", "fhir_threads", "established_to", "wait_for"]
