@@ -82,6 +82,8 @@ class Settings:
     auth_required: bool = True
     trusted_clients: Path | None = None
     cors_origins: tuple[str, ...] = ()
+    # A proxy for fetching issuers' JWKS, set on purpose; empty = direct (proxy variables and .netrc are ignored).
+    jwks_proxy: str = ""
     log_level: str = "INFO"
     # Benchmarks only (bench/): serve POST /bench/json-only, the parse-the-body-and-answer-nothing baseline.
     bench_endpoints: bool = False
