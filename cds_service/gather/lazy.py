@@ -200,9 +200,16 @@ def _parse(body: bytes) -> Any:
     out: dict[str, Any] = {}
     lazy: list[LazyObservation] = []
     codings: _Codings = {}
+    prefetch = None
     for key, value in parts.items():
-        out[key] = _prefetch(value, lazy, codings) if key == "prefetch" else _loads(memoryview(value))
-    if lazy and _may_overflow(body):
+        if key == "prefetch":
+            out[key] = _prefetch(value, lazy, codings)
+            prefetch = value
+        else:
+            out[key] = _loads(memoryview(value))
+    # Only the prefetch holds resources left raw (everything else was decoded by orjson): the hook instance, a
+    # UUID, would often look like an overflow ("5e953").
+    if lazy and prefetch is not None and _may_overflow(bytes(prefetch)):
         for obs in lazy:
             if _may_overflow(bytes(obs._raw)):
                 _loads(memoryview(obs._raw))  # raises for a number orjson refuses: parse_json_body refuses it
