@@ -40,6 +40,12 @@ def resolve(codings=(), texts=(), displays=()):
      "Hemady"),
     ("{42 (rivaroxaban 15 MG Oral Tablet) / 9 (rivaroxaban 20 MG Oral Tablet) } Pack", "GPCK",
      [("rivaroxaban", None, None)], "Pack", None),
+    ("bisoprolol", "IN", [("bisoprolol", None, None)], None, None),
+    ("alogliptin / pioglitazone Oral Tablet", "SCDF", [("alogliptin", None, None), ("pioglitazone", None, None)],
+     "Oral Tablet", None),
+    ("dapagliflozin Oral Tablet [Farxiga]", "SBDF", [("dapagliflozin", None, None)], "Oral Tablet", "Farxiga"),
+    ("vildagliptin Oral Product", "SCDG", [("vildagliptin", None, None)], "Oral Product", None),
+    ("semaglutide Pill", "SCDG", [("semaglutide", None, None)], "Pill", None),
 ])
 def test_rxnorm_names_are_read_back(name, tty, parts, form, brand):
     parsed = parse_rxnorm_name(name)
@@ -48,7 +54,8 @@ def test_rxnorm_names_are_read_back(name, tty, parts, form, brand):
     assert [(p.name, p.strength, p.unit) for p in parsed.ingredients] == parts
 
 
-@pytest.mark.parametrize("name", ["Xospata 40 mg tablet", "", "tablet", "{broken pack"])
+@pytest.mark.parametrize("name", ["Xospata 40 mg tablet", "", "dexamethasone 4mg tab", "{broken pack",
+                                  "dexamethasone 4 MG Oral Tablet [Decadron"])
 def test_text_that_is_not_an_rxnorm_name_is_not_parsed(name):
     assert parse_rxnorm_name(name) is None
 
@@ -231,7 +238,8 @@ def test_sizes_and_term_types():
     ttys = {p.tty for p in DRUGS.products.values()}
     assert len(DRUGS.ingredients) >= 600 and len(DRUGS.products) >= 3000
     assert {"SCD", "GPCK"} <= ttys
-    assert DRUGS.meta["ecqm_commit"] and len(DRUGS.meta["ecqm_commit"]) == 40
+    assert {s["repository"] for s in DRUGS.meta["sources"]} >= {"cqframework/ecqm-content-qicore-2024"}
+    assert all(len(s["commit"]) == 40 for s in DRUGS.meta["sources"])
 
 
 def test_a_broken_table_fails_loading_naming_the_file(tmp_path: Path):
