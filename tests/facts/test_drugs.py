@@ -139,6 +139,11 @@ def test_text_matcher_matches_whole_words_longest_first():
     assert matcher.find("catgut") == []
 
 
+def test_text_strength_is_the_one_after_the_drug_s_name():
+    m = resolve(texts=["ondansetron 8 mg, dexamethasone 4 mg premedication"])
+    assert m.names == ("dexamethasone",) and m.ingredients[0].strength == 4.0
+
+
 def test_text_strength_and_volume():
     assert parse_strength("Xospata 40 mg tablet") == (40.0, "mg")
     assert parse_strength("dexamethasone 4mg tab") == (4.0, "mg")
