@@ -130,7 +130,7 @@ def build(repos: list[tuple[str, Path]]) -> tuple[dict, dict]:
         ingredients.append(entry)
     meta = {"sources": sources, "generated_by": "scripts/build_medication_tables.py"}
     ing_doc = {"meta": meta, "classes": additions["classes"], "prophylaxis_markers": additions["prophylaxis_markers"],
-               "ingredients": ingredients}
+               "vaccines": additions["vaccines"], "ingredients": ingredients}
     prod_doc = {"meta": {**meta, "skipped_unparsed": skipped},
                 "products": [products[k] for k in sorted(products, key=int)]}
     return ing_doc, prod_doc

@@ -167,6 +167,7 @@ class DrugTables:
     meta: Mapping[str, Any] = field(default_factory=dict)
     synonyms: Mapping[str, str] = field(default_factory=dict)  # synonym (lower case) -> ingredient name
     prophylaxis_markers: Mapping[str, Any] = field(default_factory=dict)  # {"text": [...], "codes": [...]}
+    vaccine_names: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # live vaccine name -> (system, code)
 
     def __post_init__(self) -> None:
         self._by_rxnorm = {i.rxnorm: i for i in self.ingredients.values() if i.rxnorm}
@@ -181,6 +182,7 @@ class DrugTables:
             names.extend((b, i.name) for b in i.brands)
         names.extend(self.synonyms.items())
         self._matcher = TextMatcher(names)
+        self._vaccines = TextMatcher((n, n) for n in self.vaccine_names)
         self.resolve_cached = lru_cache(maxsize=16384)(self._resolve)
 
     def _synonyms_of(self, name: str) -> list[str]:
@@ -189,6 +191,13 @@ class DrugTables:
     def ingredient(self, name: str) -> Ingredient | None:
         key = name.lower()
         return self.ingredients.get(key) or self.ingredients.get(self.synonyms.get(key, ""))
+
+    def vaccine_codes(self, text: str | None) -> tuple[tuple[str, str], ...]:
+        """The codes of live vaccines an Immunization's text names ("Zostavax", "FluMist"), for E15."""
+        if not text:
+            return ()
+        found = {n.lower(): c for n, c in self.vaccine_names.items()}
+        return tuple(dict.fromkeys(found[n.lower()] for n in self._vaccines.find(text)))
 
     def states_prophylaxis(self, texts: Iterable[str | None], codings: Iterable[tuple[str, str]]) -> str | None:
         """The text or code by which a medication record itself states prophylaxis, or None."""
@@ -392,5 +401,6 @@ def _load(mappings_dir: Path | None) -> DrugTables:
             aliases = dict(json.loads(systems.read_text(encoding="utf-8")).get("aliases", {}))
         except (OSError, json.JSONDecodeError, AttributeError) as exc:
             raise ConfigurationError(f"{systems}: cannot be read: {exc}") from exc
+    vaccines = {v["name"]: (v["system"], v["code"]) for v in ing_doc.get("vaccines", {}).get("names", ())}
     return DrugTables(ingredients, products, tree, aliases, dict(ing_doc.get("meta", {})), synonyms,
-                      dict(ing_doc.get("prophylaxis_markers", {})))
+                      dict(ing_doc.get("prophylaxis_markers", {})), vaccines)

@@ -271,3 +271,9 @@ def test_a_class_that_does_not_exist_fails_loading(tmp_path: Path):
     path.write_text(json.dumps(doc), encoding="utf-8")
     with pytest.raises(ConfigurationError, match="unknown drug class 'no-such-class'"):
         load_drug_tables(base)
+
+
+def test_every_live_vaccine_name_maps_to_a_live_vaccine_code():
+    assert len(DRUGS.vaccine_names) >= 20
+    for name, coding in DRUGS.vaccine_names.items():
+        assert TABLES.match_codings([coding], "live-vaccines") is not None, name
