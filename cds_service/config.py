@@ -51,6 +51,13 @@ class Settings:
     fhir_deadline_seconds: float = 3.0
     fhir_max_pages: int = 20
     fhir_page_size: int = 200
+    # Bytes read from the FHIR server per response and per hook call, counted both as received (compressed) and
+    # decoded, before parsing; an answer over either is "not retrieved" (gather/transport.py).
+    fhir_max_response_bytes: int = 16 * 1024 * 1024
+    fhir_max_call_bytes: int = 24 * 1024 * 1024
+    # Private, loopback and link-local addresses (CIDR blocks) an allowlisted host NAME may resolve to; any other
+    # such address is refused (DNS rebinding). An allowlist entry written as an IP address is explicit already.
+    fhir_private_networks: tuple[str, ...] = ()
     explain_ineligibility: bool = False
     report_ttl_hours: float = 24.0
     max_body_bytes: int = 20 * 1024 * 1024

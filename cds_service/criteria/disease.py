@@ -448,8 +448,10 @@ def other_malignancy(facts: Facts) -> Verdict:
     if allowed:
         found = (f"Only an allowed exception recorded: {_first_labels(allowed)} (non-melanoma skin cancer or "
                  "cervical carcinoma in situ).")
-    return _none_recorded(facts, [(CONDITION, "malignancy")], "malignancy other than the AML", *allowed,
-                          found=found)
+    # "other than the AML" only for a patient whose record holds one (E8 is also shown for one who has none)
+    has_aml = any(facts.conditions(vs) for vs in ("aml", "apl") if vs in facts.tables)
+    what = "malignancy other than the AML" if has_aml else "malignancy"
+    return _none_recorded(facts, [(CONDITION, "malignancy")], what, *allowed, found=found)
 
 
 def _malignancy_timing(c: ConditionFact, cutoff: date, years: int) -> tuple[Result, str]:

@@ -29,6 +29,7 @@ from cds_service.criteria.registry import Verdict, criterion, met, not_met, unkn
 from cds_service.criteria.result import Evidence, Result
 from cds_service.facts.clinical import ConditionFact, ProcedureFact
 from cds_service.facts.codes import Concept
+from cds_service.facts.courses import expected_course, resource_of
 from cds_service.facts.dates import DateRange, in_window
 from cds_service.facts.index import Facts, evidence_of
 from cds_service.facts.medications import (
@@ -365,7 +366,11 @@ def anti_tumour_therapy_within_washout(facts: Facts) -> Verdict:
     first date after last dose + W), or if an active order / statement has no end date (assumed still taken).
     An open record that is completed or stopped with no end date, and started before the last administration of
     the same drug, is taken as covered by the administrations (they record what was given); otherwise its last
-    dose may be any day up to now. Intrathecal chemotherapy (``intrathecal-chemotherapy``) within 14 days, a
+    dose may be any day up to now. An active order or statement with no end date is not taken as ongoing
+    forever: it is read as taken through its expected course (``facts.courses``: expected supply duration x
+    fills, else ``windows.open_order_course_days``), so ``until`` is a fixed date; a course that ended before
+    the washout window goes to review (the order is still active: confirm no dose since). Intrathecal
+    chemotherapy (``intrathecal-chemotherapy``) within 14 days, a
     review-flagged drug (ATRA, arsenic), a date too imprecise to place, or a medication recorded only as text
     within 14 days is UNKNOWN. Investigational drugs (ResearchSubject) are not in the record model.
     """
@@ -392,9 +397,27 @@ def anti_tumour_therapy_within_washout(facts: Facts) -> Verdict:
                 doubtful.append(evidence_of(m, note=f"ongoing; {concept.review}"))
                 doubts.append(f"{concept.display} (review: does it count?)")
                 continue
-            until = first_date_after(facts.at, window)
-            hits.append((until, evidence_of(m, note=f"no end date: assumed still taken; window {how}"),
-                         f"{concept.display} is ongoing ({m.ref} has no end date: assumed still taken; washout {how})"))
+            course = None if m.source == "MedicationAdministration" else expected_course(
+                m, resource_of(facts.record, m.ref), facts.rules.windows["open_order_course_days"])
+            if course is None:  # an infusion in progress, or an undated record: given now
+                until = first_date_after(facts.at, window)
+                hits.append((until, evidence_of(m, note=f"no end date: assumed still taken; window {how}"),
+                             f"{concept.display} is ongoing ({m.ref} has no end date: assumed still taken; "
+                             f"washout {how})"))
+                continue
+            # Not "ongoing" forever: taken through its expected course, whose end is a fixed date
+            end_day = course.end.date().isoformat()
+            if course.end > start:
+                until = first_date_after(course.end, window)
+                state = "runs" if course.end >= facts.at else "ran"
+                hits.append((until, evidence_of(m, note=f"no end date: assumed taken through its expected course "
+                                                        f"to {end_day} ({course.how}); window {how}"),
+                             f"{concept.display} is active with no end date ({m.ref}): its expected course {state} "
+                             f"to {end_day} ({course.how}; washout {how})"))
+            else:
+                doubtful.append(evidence_of(m, note=f"active with no end date; its expected course ended {end_day} "
+                                                    f"({course.how}): confirm no dose since"))
+                doubts.append(f"{concept.display} (an active order past its expected course, which ended {end_day})")
             continue
         if last is None:
             doubtful.append(evidence_of(m, note="undated: confirm the date of the last dose"))

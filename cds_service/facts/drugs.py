@@ -33,8 +33,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jsonschema
-
 from cds_service.errors import ConfigurationError
 from cds_service.facts.codes import default_mappings_dir
 from cds_service.facts.drug_names import (
@@ -329,6 +327,8 @@ def _validated(path: Path, schema_path: Path) -> dict[str, Any]:
                 return data
         except Exception:  # noqa: BLE001 - jsonschema decides below
             pass
+    import jsonschema  # only to explain a refusal: importing it costs ~0.1 s of start-up (issue 14)
+
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]

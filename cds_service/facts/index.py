@@ -95,6 +95,7 @@ class Facts:
         medications = {m.id: m for m in record.of_type("Medication") if m.id}
         self._by_set: dict[str, dict[str, list[Any]]] = {}
         self._all: dict[str, list[Any]] = {}
+        self._unrecognised: dict[str, list[Any]] = {}
         builders: dict[str, Callable[[Any], Any]] = {
             "Condition": condition_fact,
             "Observation": observation_fact,
@@ -321,7 +322,54 @@ class Facts:
             if value_set is None or not problem.codings or \
                     self.tables.match_codings(problem.codings, value_set) is not None:
                 return f"{problem.reference} could not be read ({problem.message})"
+        if value_set is not None:
+            suspect = self.unrecognised(kinds, value_set)
+            if suspect is not None:
+                return suspect
         return None
+
+    def unrecognised(self, kinds: Iterable[str], value_set: str) -> str | None:
+        """The safety net: an entry no code table recognises whose display names the value set's concept.
+
+        The tables are terminology, but no table is complete: a local code, a newer SNOMED CT concept or a
+        national code system the tables do not hold would otherwise read as "None recorded". The reviewed
+        patterns of ``fhir_mappings/safety-net/<value_set>.json`` say which displays name the concept.
+        """
+        net = self.tables.safety_nets.get(value_set)
+        if net is None:
+            return None
+        for kind in kinds:
+            if kind not in net.kinds:
+                continue
+            group = "Medication" if kind.startswith("Medication") else kind
+            for fact in self._unrecognised_facts(group):
+                if not fact.ref.startswith(kind + "/") or not net.names(fact.display):
+                    continue
+                if net.active_only and getattr(fact, "active", None) is False:
+                    continue  # a resolved or inactive condition: the criterion reads current disease only
+                date = getattr(fact, "date", None)
+                if net.within_days is not None and date is not None and \
+                        date.end <= self.at - timedelta(days=net.within_days):
+                    continue  # dated before every window the criterion reads
+                if date is not None and date.start > self.at:
+                    continue  # planned or future-dated
+                code = f"{fact.codings[0][0]}|{fact.codings[0][1]}" if fact.codings else None
+                what = f"unrecognised code {code}" if code else "uncoded entry"
+                return f"{what} '{fact.display}' ({fact.ref}) may be {net.concept}: confirm"
+        return None
+
+    def _unrecognised_facts(self, group: str) -> list[Any]:
+        """Facts of a group none of whose codes any value set holds (computed once per group)."""
+        cached = self._unrecognised.get(group)
+        if cached is None:
+            cached = []
+            for fact in self._all.get(group, ()):
+                codings = fact.all_codings if isinstance(fact, AllergyFact) else fact.codings
+                if not self.tables.matching_sets(codings):
+                    cached.append(fact)
+            cached.sort(key=_newest_first)
+            self._unrecognised[group] = cached
+        return cached
 
     @property
     def problems(self) -> list[DataProblem]:
