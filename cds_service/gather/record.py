@@ -258,7 +258,9 @@ class Relevance:
         rtype = raw.get("resourceType")
         if rtype in _ALWAYS_KEEP:
             return True
-        if rtype and rtype.startswith("Medication") and "medicationReference" in raw:
+        if rtype and (rtype.startswith("Medication") or rtype in ("AllergyIntolerance", "Immunization")):
+            # Medications, allergies and vaccines are recognised by ingredient, brand or name (facts/drugs.py),
+            # which their raw codes alone cannot show: every one is parsed.
             return True
         # Most kept resources match on their own code: try it before walking the whole resource (the walk
         # finds these same codings too, so the answer is the same).
