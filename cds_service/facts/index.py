@@ -102,7 +102,7 @@ class Facts:
             "Condition": condition_fact,
             "Observation": observation_fact,
             "Procedure": procedure_fact,
-            "Immunization": immunization_fact,
+            "Immunization": lambda r: _with_vaccine_codes(immunization_fact(r), self.drugs),
             "AllergyIntolerance": lambda r: _with_ingredients(allergy_fact(r), self.drugs),
             "MedicationAdministration": lambda r: medication_fact(r, medications, self.drugs),
             "MedicationStatement": lambda r: medication_fact(r, medications, self.drugs),
@@ -391,6 +391,14 @@ class Facts:
     @property
     def problems(self) -> list[DataProblem]:
         return self.record.problems
+
+
+def _with_vaccine_codes(fact: ImmunizationFact | None, drugs: DrugTables) -> ImmunizationFact | None:
+    """A vaccine recorded by name only ("Zostavax", "FluMist") gets the CVX code of that live vaccine."""
+    if fact is None or not fact.display:
+        return fact
+    extra = tuple(c for c in drugs.vaccine_codes(fact.display) if c not in fact.codings)
+    return replace(fact, codings=fact.codings + extra) if extra else fact
 
 
 def _with_ingredients(fact: AllergyFact | None, drugs: DrugTables) -> AllergyFact | None:

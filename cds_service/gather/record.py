@@ -269,7 +269,9 @@ class Relevance:
         rtype = raw.get("resourceType")
         if rtype in _ALWAYS_KEEP:
             return True
-        if rtype and rtype.startswith("Medication") and "medicationReference" in raw:
+        if rtype and (rtype.startswith("Medication") or rtype in ("AllergyIntolerance", "Immunization")):
+            # Medications, allergies and vaccines are recognised by ingredient, brand or name (facts/drugs.py),
+            # which their raw codes alone cannot show: every one is parsed.
             return True
         known = getattr(raw, "codings", None)  # gather.lazy: an Observation's codings, known before decoding it
         if known is not None:
