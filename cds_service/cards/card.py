@@ -29,7 +29,8 @@ from cds_service.facts.codes import CodeTables
 from cds_service.pipeline import Screening
 from cds_service.rules import TrialRules
 
-__all__ = ["build_cards", "card_uuid", "TIME_PASSING", "SCREENING_EXTENSION", "OVERRIDE_REASONS", "KIND_NAMES",
+__all__ = ["build_cards", "with_report", "card_uuid", "TIME_PASSING", "SCREENING_EXTENSION", "OVERRIDE_REASONS",
+           "KIND_NAMES",
            "kinds_text", "without_report", "REPORT_UNAVAILABLE"]
 
 SCREENING_EXTENSION = "org.trialscreen.screening"
@@ -64,8 +65,7 @@ def _source(rules: TrialRules) -> dict[str, Any]:
 def _links(rules: TrialRules, report_url: str | None) -> list[dict[str, Any]]:
     links = [{"label": f"{rules.trial_id} on ClinicalTrials.gov", "url": rules.registry_url, "type": "absolute"}]
     if report_url:
-        links.append({"label": "Full screening report (all criteria, evidence and dates)", "url": report_url,
-                      "type": "absolute"})
+        links.append(_links_report(report_url))
     return links
 
 
@@ -264,6 +264,19 @@ def build_cards(screening: Screening, *, rules: TrialRules, report_url: str | No
         return [_card("not-applicable", f"{title} does not apply: no AML diagnosis recorded", detail, screening,
                       rules, **common)]
     return []
+
+
+def with_report(cards: list[dict[str, Any]], report_url: str) -> list[dict[str, Any]]:
+    """``cards`` (built with ``report_url=None``) as ``build_cards`` would build them with ``report_url``: the
+    report link after the registry's. Lets the hook build its cards once, before it knows whether a report can
+    be stored, instead of building them again with the link (issue 15)."""
+    link = _links_report(report_url)
+    return [{**card, "links": [*card["links"], dict(link)]} for card in cards]
+
+
+def _links_report(report_url: str) -> dict[str, Any]:
+    return {"label": "Full screening report (all criteria, evidence and dates)", "url": report_url,
+            "type": "absolute"}
 
 
 REPORT_UNAVAILABLE = ("The full screening report (every criterion with its evidence) is unavailable right now, so "

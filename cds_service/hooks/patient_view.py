@@ -20,12 +20,13 @@ from flask import Blueprint, Response, current_app, g, request
 from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import ClientDisconnected
 
-from cds_service.cards.card import build_cards, without_report
+from cds_service.cards.card import build_cards, with_report, without_report
 from cds_service.cards.report import patient_header, with_header
 from cds_service.errors import BodyTooLarge, InputError, PreconditionFailed, ServiceNotFound, UnsupportedMediaType
 from cds_service.gather.fhir_client import Deadline, FhirClient
 from cds_service.gather.prefetch import gather
 from cds_service.gather.record import relevant_to
+from cds_service.gather.transport import CallTransport
 from cds_service.hooks.app import ServiceState, json_response, state
 from cds_service.hooks.discovery import HOOK, SERVICE_ID
 from cds_service.hooks.json_body import parse_json_body
@@ -88,16 +89,26 @@ def handle(svc: ServiceState, body: object, request_id: str) -> dict:
     server = req.get("fhirServer")
     if server:
         auth = req.get("fhirAuthorization") or {}
+        # The call's own HTTP state (session without cookies, pinned addresses, threads, byte caps), closed
+        # below whatever happens: nothing of it is shared with another call or outlives this one.
+        transport = CallTransport(private_networks=svc.private_networks,
+                                  max_response_bytes=settings.fhir_max_response_bytes,
+                                  max_call_bytes=settings.fhir_max_call_bytes)
         client = FhirClient(server, token=auth.get("access_token"), allowlist=svc.allowlist,
-                            max_pages=settings.fhir_max_pages, deadline=deadline, request_id=request_id)
+                            max_pages=settings.fhir_max_pages, deadline=deadline, request_id=request_id,
+                            transport=transport)
         if not client.trusted:
             log.warning("fhirServer is not on the allowlist: nothing is fetched from it",
                         extra={"host": _host(server)})
     at = svc.clock()  # one evaluation time for the date horizon and the screening
     # Same screening, fewer models to validate: resources no criterion can use, and Observations beyond their
     # date horizon, are skipped before validation.
-    gathered = gather(patient_id, req.get("prefetch"), svc.templates, client, request_id=request_id,
-                      keep=relevant_to(svc.knowledge.tables, at=at, rules=svc.knowledge.rules))
+    try:
+        gathered = gather(patient_id, req.get("prefetch"), svc.templates, client, request_id=request_id,
+                          keep=relevant_to(svc.knowledge.tables, at=at, rules=svc.knowledge.rules))
+    finally:
+        if client is not None:
+            client.close()
     if gathered.record is None:
         cause = _no_patient_cause(client, gathered.why)
         log.info("no patient record to screen: 412", extra={"reason": cause, "fetched": len(gathered.fetched_keys)})
@@ -109,7 +120,7 @@ def handle(svc: ServiceState, body: object, request_id: str) -> dict:
     if cards:  # store a report only when a card links to it: no screening is kept for a patient without one
         url = _report_url(svc, with_header(screening.to_json(), patient_header(gathered.record.patient, at)))
         if url:
-            cards = build_cards(screening, report_url=url, **card_args)
+            cards = with_report(cards, url)  # the same cards as built with the link (tests/cards), built once
         elif url == "":  # the store failed: the card all the same, saying why it has no report link
             cards = without_report(cards)
     log.info("screened", extra={"hook": HOOK, "screening_status": screening.status, "cards": len(cards),

@@ -281,3 +281,24 @@ def test_a_blocking_reason_is_cut_at_whole_clauses_without_resource_references()
     assert line.endswith("(until **2026-10-11**): Gilteritinib last given 2026-09-26, within its washout of 14 days, "
                          "shorter than 5 half-lives of 23.5 days (t1/2 113 h); as of 2026-10-01")
     assert "MedicationAdministration/" not in line and "…" not in line
+
+
+@pytest.mark.parametrize("status, overrides", [
+    ("potential-candidate", {"I3": _c("I3", U, "No CD38 result.")}),
+    ("ineligible", {"E15": _c("E15", M, "A recent transplant.", until=date(2026, 12, 1))}),
+    ("ineligible", {"I1": _c("I1", N)}),
+    ("not-applicable", {}),
+])
+@pytest.mark.parametrize("explain", [False, True])
+def test_report_link_added_afterwards_gives_the_cards_built_with_it(status, overrides, explain):
+    """The hook builds its cards once, then adds the report link (``with_report``): the same cards as built
+    with the link, for every kind of card."""
+    from cds_service.cards.card import with_report
+
+    s = _screening(status, overrides, {"Procedure": "the FHIR server timed out"})
+    url = "https://screen.example.org/report/abcdefghijklmnopqrstuvwxyz012345"
+    without = _cards(s, explain_ineligibility=explain)
+    assert with_report(without, url) == _cards(s, report_url=url, explain_ineligibility=explain)
+    carded = status == "potential-candidate" or "E15" in overrides or explain
+    assert len(without) == (1 if carded else 0)  # the comparison is not between two empty lists
+    assert _cards(s, explain_ineligibility=explain) == without  # the input cards are left as they were
