@@ -122,7 +122,9 @@ def _ran(commands: list[tuple[str, str]], command: str) -> str:
 
 def test_readme_screen_commands(commands):
     for command in (".venv/bin/trialscreen screen fixtures/ --at 2026-10-01T09:00:00Z",
-                    ".venv/bin/trialscreen screen fixtures/ --at 2026-10-01T09:00:00Z --format json"):
+                    ".venv/bin/trialscreen screen fixtures/ --at 2026-10-01T09:00:00Z --format json",
+                    ".venv/bin/trialscreen screen fixtures/01-candidate-relapsed-aml.json "
+                    "fixtures/07-ineligible-apl.json --at 2026-12-03T09:00:00Z"):
         done = _run(_ran(commands, command), _env())
         assert done.returncode == 0 and done.stdout.strip(), done.stderr[-1500:]
 
