@@ -7,8 +7,8 @@ The record: fixture 01 (a relapsed-AML candidate) plus months of daily labs and 
 Observations (ALT, AST, total and direct bilirubin, creatinine and weight daily; SpO2 and the blood-pressure
 panel three times a day; of these the fixture has all but direct bilirubin: 11 a day), dated back from the
 fixture's own results so that the newest value of each test, and so the screening, stays the fixture's.
-Only codes the service's prefetch templates ask for are cloned: an EHR answering those templates would send
-no others.
+The cloned codes are those the criteria read (the prefetch templates ask for Observations by category, so an
+EHR would send any code; cloning others would only add work no criterion reads).
 """
 
 from __future__ import annotations
@@ -128,33 +128,42 @@ def searchset(resources: list[dict[str, Any]], base: str = "https://ehr.example.
 
 
 def full_prefetch(templates: Sequence[Any], resources: list[dict[str, Any]]) -> dict[str, Any]:
-    """The prefetch an EHR would send for these templates: each resource under the key whose query it
-    matches (Observations by their code token), every other key null (searched, nothing found)."""
+    """The prefetch an EHR would send for these templates: each resource under the first key whose query it
+    matches (Observations by category), a referenced Medication as an ``include`` entry of the key whose
+    resources reference it, every other key null (searched, nothing found)."""
+    from urllib.parse import parse_qsl
+
+    from cds_service.hooks.demo_data import search_matches
+
     by_key: dict[str, list[dict[str, Any]]] = {}
     patient = None
+    medications = {f"Medication/{r['id']}": r for r in resources if r["resourceType"] == "Medication"}
+    included: dict[str, dict[str, dict[str, Any]]] = {}
+    queries = {t.key: [(k, v) for k, v in parse_qsl(t.template.partition("?")[2]) if k not in ("patient",)]
+               for t in templates}
     for r in resources:
         kind = r["resourceType"]
         if kind == "Patient":
             patient = r
             continue
-        keys = [t for t in templates if t.kind == kind]
-        if not keys:
-            continue  # a kind the service does not ask for (DiagnosticReport, Medication by reference...)
-        key = keys[0].key
-        if kind == "Observation":
-            tokens = {f"{c.get('system')}|{c.get('code')}" for c in r.get("code", {}).get("coding", [])}
-            for t in keys:
-                if any(tok in t.template for tok in tokens):
-                    key = t.key
-                    break
+        key = next((t.key for t in templates if t.kind == kind and search_matches(r, queries[t.key], "")), None)
+        if key is None:
+            continue  # a kind the service does not ask for (DiagnosticReport, a Medication on its own...)
         by_key.setdefault(key, []).append(r)
+        ref = (r.get("medicationReference") or {}).get("reference")
+        if ref in medications and ("_include", f"{kind}:medication") in queries[key]:
+            included.setdefault(key, {})[ref] = medications[ref]
     out: dict[str, Any] = {}
     for t in templates:
         if t.kind == "Patient":
             out[t.key] = patient
         else:
             found = by_key.get(t.key)
-            out[t.key] = searchset(found) if found else None
+            bundle = searchset(found) if found else None
+            if bundle is not None and t.key in included:
+                bundle["entry"] += [{"fullUrl": f"https://ehr.example.org/fhir/Medication/{m['id']}", "resource": m,
+                                     "search": {"mode": "include"}} for m in included[t.key].values()]
+            out[t.key] = bundle
     return out
 
 
@@ -234,21 +243,28 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def ratios_line(name: str, ratios: dict[Any, float], target: float, *, scope: str = "",
+def ratios_line(name: str, ratios: dict[Any, float], target: float | dict[Any, float], *, scope: str = "",
                 judged: Iterable[Any] | None = None) -> str:
-    """The final ``RATIOS`` line of a benchmark whose target is "at most ``target`` x": every ratio, and which
-    of the ``judged`` items (default: all) meet it: "met", "NOT met", or "met at ...; NOT met at ..."."""
+    """The final ``RATIOS`` line of a benchmark whose target is "at most ``target`` x" (one figure, or one per
+    item: ``{1_000: 2.5, 10_000: 1.5}``): every ratio, and which of the ``judged`` items (default: all, or those
+    with a target) meet it: "met", "NOT met", or "met at ...; NOT met at ..."."""
     def label(key: Any) -> str:
         return f"{key:,}" if isinstance(key, int) else str(key)
 
-    keys = list(ratios) if judged is None else list(judged)
-    met = [label(k) for k in keys if ratios[k] <= target]
-    missed = [label(k) for k in keys if ratios[k] > target]
-    if not missed or not met:
+    limits = target if isinstance(target, dict) else dict.fromkeys(ratios, target)
+    keys = [k for k in ratios if k in limits] if judged is None else list(judged)
+    met = [label(k) for k in keys if ratios[k] <= limits[k]]
+    missed = [label(k) for k in keys if ratios[k] > limits[k]]
+    if not keys:
+        outcome = "not measured"
+    elif not missed or not met:
         outcome = verdict(not missed)
     else:
         outcome = f"met at {', '.join(met)}; NOT met at {', '.join(missed)}"
     values = ", ".join(f"{label(k)}={r:.2f}x" for k, r in ratios.items())
+    if isinstance(target, dict):
+        wanted = " and ".join(f"{v:g}x at {label(k)}" for k, v in target.items())
+        return f"RATIOS {name}: {values} (target <= {wanted}{scope}: {outcome}); {load_average()}"
     return f"RATIOS {name}: {values} (target <= {target:g}x{scope}: {outcome}); {load_average()}"
 
 

@@ -2,7 +2,7 @@
 
 Baseline: POST /bench/json-only in the same app (reads and parses the same body as JSON, answers no cards).
 Both go through the same Flask app, request hooks and WSGI test client, timed in alternation.
-Target: the hook call costs at most 3x the baseline at 1,000 and 10,000 resources.
+Target (issue 15): the hook call costs at most 2.5x the baseline at 1,000 and 1.5x at 10,000 resources.
 
     python bench/hook_prefetch.py [--repeat N]
 """
@@ -29,7 +29,7 @@ from _common import (
     table,
 )
 
-TARGET = 3.0
+TARGET = {1_000: 2.5, 10_000: 1.5}  # issue 15
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hook-prefetch: patient-view with full prefetch vs the JSON-only endpoint ({machine()})\n")
     print(table(["resources", "body MB", "json-only ms", "hook ms", "ratio", "runs"], rows))
     print()
-    print(ratios_line("hook-prefetch", ratios, TARGET, scope=" at 1,000 and 10,000",
-                      judged=[s for s in ratios if s >= 1_000]))
+    print(ratios_line("hook-prefetch", ratios, TARGET))
     return 0
 
 

@@ -1,7 +1,8 @@
 """population: `trialscreen screen` over ../shared/synthea (30 Synthea records) and over fixtures/, in one process.
 
 Baseline: reading every file of the same set and ``json.loads`` of its text, in the same process.
-Target: screening costs at most 3x the baseline.
+Target (issue 15): screening Synthea costs at most 2x the baseline (the fixtures, 46 small records
+of which nearly every resource is read, are shown for information).
 
 The command is run through its entry point (``cds_service.cli.main``: loads the code tables and rules, reads,
 screens, writes JSON lines) with its output sent to /dev/null. Synthea is skipped when the folder is absent.
@@ -18,7 +19,7 @@ import os
 
 from _common import AT_ISO, FIXTURES, SYNTHEA, interleaved_medians, machine, ms, ratios_line, table
 
-TARGET = 3.0
+TARGET = {"synthea": 2.0}  # issue 15
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,16 +16,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 from cds_service.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from cds_service.criteria.result import Evidence
-    from cds_service.pipeline import Screening
+    pass
 
 # Start-up time is most of a short command's time: each command imports what it uses when it runs (the engine
 # for ``screen``, the service for the others), so ``--help`` and ``screen`` never load Flask or SQLAlchemy.
 
 __all__ = ["main"]
-
-_MARK = {"met": "[x]", "not-met": "[ ]", "unknown": "[?]"}
-
 
 def parse_at(text: str) -> datetime:
     """An ``--at`` value: ISO 8601, ``Z`` allowed; a time without zone is UTC."""
@@ -44,32 +40,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
     return value
-
-
-def _evidence_line(e: Evidence) -> str:
-    """"Observation/alt-1: ALT 32 U/L (2026-09-27T07:30:00+00:00; 0.80 x ULN)"."""
-    value = " ".join(str(b) for b in (e.value, e.unit) if b is not None and str(b) != "")
-    what = ": ".join(p for p in (e.display, value) if p)
-    extras = [str(b) for b in (e.date, e.note) if b is not None and str(b) not in value]
-    return e.reference + (f": {what}" if what else "") + (f" ({'; '.join(extras)})" if extras else "")
-
-
-def format_text(s: Screening) -> str:
-    """A checklist a research coordinator can read."""
-    lines = [f"{s.patient}  {s.status.upper()}  ({s.trial}, evaluated {s.evaluated_at.isoformat()})"]
-    for c in s.criteria:
-        mark = _MARK[c.result.value]
-        if c.kind == "exclusion":  # for exclusions "met" is the bad outcome: show it as blocking
-            mark = {"met": "[!]", "not-met": "[x]", "unknown": "[?]"}[c.result.value]
-        until = f" [until {c.until.isoformat()}]" if c.until is not None else ""
-        lines.append(f"  {mark} {c.id:<5} {c.result.value:<8} {c.reason}{until}")
-        for e in c.evidence:
-            lines.append(f"              - {_evidence_line(e)}")
-    for p in s.problems:
-        lines.append(f"  data problem: {p.reference}: {p.message}")
-    for kind, why in s.not_retrieved.items():
-        lines.append(f"  not retrieved: {kind}: {why}")
-    return "\n".join(lines)
 
 
 def _cmd_screen(args: argparse.Namespace) -> int:
@@ -93,7 +63,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     at = args.at
     status = 0
     screened = 0
-    sink = _Sink(args.format, sys.stdout, args.out, knowledge, at)
+    sink = _Sink(args.format, sys.stdout, args.out, knowledge, at, verbose=getattr(args, "verbose", False))
     render = sink.render
     paths = [Path(p) for p in args.paths]
     try:
@@ -105,7 +75,8 @@ def _cmd_screen(args: argparse.Namespace) -> int:
                 print(f"trialscreen: {item}", file=sys.stderr)
                 status = 2
                 continue
-            sink.write(summarise(screen(item, at, knowledge), _model_name(item.patient), render, knowledge))
+            sink.write(summarise(screen(item, at, knowledge), _model_name(item.patient), render, knowledge,
+                                 item.patient))
             screened += 1
         bulk = ndjson_files(paths)
         if bulk:
@@ -134,11 +105,19 @@ class _Sink:
     """Where screenings go, by ``--format``: JSON lines or checklists as they come; a CSV worklist (sorted at the
     end from rows spooled on disk); or an HTML worklist in ``--out`` with one report page per patient."""
 
-    def __init__(self, fmt: str, out: TextIO, out_dir: Path | None, knowledge: Any, at: datetime) -> None:
-        from cds_service.population import as_json_line, as_report_html, as_text
+    def __init__(self, fmt: str, out: TextIO, out_dir: Path | None, knowledge: Any, at: datetime, *,
+                 verbose: bool = False) -> None:
+        import tempfile
+
+        from cds_service.population import as_json_line, as_report_html, as_text, as_text_verbose
 
         self.fmt, self.out, self.knowledge, self.at = fmt, out, knowledge, at
-        self.render = {"json": as_json_line, "text": as_text, "csv": None, "html": as_report_html}[fmt]
+        text = as_text_verbose if verbose else as_text
+        self.render = {"json": as_json_line, "text": text, "csv": None, "html": as_report_html}[fmt]
+        # The text checklist opens with every patient's summary line: the lines are kept (short), the patients'
+        # blocks spooled on disk until the end, so a large population's checklist does not grow in memory.
+        self.heads: list[str] = []
+        self.blocks = tempfile.TemporaryFile("w+", encoding="utf-8") if fmt == "text" else None
         self.spool = None
         self.out_dir = out_dir
         if fmt in ("csv", "html"):
@@ -155,7 +134,10 @@ class _Sink:
         if self.fmt == "json":
             self.out.write(outcome.rendered.decode())
         elif self.fmt == "text":
-            self.out.write(outcome.rendered + "\n\n")
+            assert self.blocks is not None
+            head, block = outcome.rendered
+            self.blocks.write(("\n\n" if self.heads else "") + block)
+            self.heads.append(head)
         else:
             assert self.spool is not None
             self.spool.add(outcome.row())
@@ -168,6 +150,15 @@ class _Sink:
         from cds_service.cards.worklist import render_worklist_html, write_csv
 
         try:
+            if self.blocks is not None and self.heads:
+                import shutil
+
+                from cds_service.cards.checklist import LEGEND
+
+                self.out.write("\n".join(self.heads) + "\n\n" + LEGEND + "\n\n")
+                self.blocks.seek(0)
+                shutil.copyfileobj(self.blocks, self.out)
+                self.out.write("\n")
             if self.spool is not None and self.fmt == "csv":
                 write_csv(self.spool.sorted_rows(), self.out)
             elif self.spool is not None and self.fmt == "html":
@@ -178,6 +169,8 @@ class _Sink:
                 (self.out_dir / "index.html").write_text(page, encoding="utf-8")
             self.out.flush()
         finally:
+            if self.blocks is not None:
+                self.blocks.close()
             if self.spool is not None:
                 self.spool.close()
 
@@ -279,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text: a checklist per patient (default); json: JSON Lines, one object per patient; "
                         "csv: a worklist, one row per patient, candidates first; html: a worklist page "
                         "(--out DIR/index.html) linking to each patient's report page (DIR/patients/)")
+    p.add_argument("--verbose", action="store_true",
+                   help="text: every criterion's reason and all of its evidence (default: what decided each result)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="--format html: the folder the pages are written to")
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",

@@ -16,6 +16,7 @@ from typing import Any
 
 from cds_service.errors import ConfigurationError
 from cds_service.facts.codes import CodeTables, default_mappings_dir, load_code_tables
+from cds_service.facts.drugs import DrugTables, load_drug_tables
 from cds_service.rules import TrialRules, load_trial_rules
 
 __all__ = ["Settings", "Knowledge", "load_knowledge", "default_knowledge"]
@@ -50,6 +51,13 @@ class Settings:
     fhir_deadline_seconds: float = 3.0
     fhir_max_pages: int = 20
     fhir_page_size: int = 200
+    # Bytes read from the FHIR server per response and per hook call, counted both as received (compressed) and
+    # decoded, before parsing; an answer over either is "not retrieved" (gather/transport.py).
+    fhir_max_response_bytes: int = 16 * 1024 * 1024
+    fhir_max_call_bytes: int = 24 * 1024 * 1024
+    # Private, loopback and link-local addresses (CIDR blocks) an allowlisted host NAME may resolve to; any other
+    # such address is refused (DNS rebinding). An allowlist entry written as an IP address is explicit already.
+    fhir_private_networks: tuple[str, ...] = ()
     explain_ineligibility: bool = False
     report_ttl_hours: float = 24.0
     max_body_bytes: int = 20 * 1024 * 1024
@@ -114,10 +122,12 @@ def _coerce(kind: Any, raw: str) -> Any:
 
 @dataclass(frozen=True)
 class Knowledge:
-    """What the engine knows about the trial: its code tables and its rules."""
+    """What the engine knows about the trial: its code tables, its rules and its medication tables."""
 
     tables: CodeTables
     rules: TrialRules
+    # Medications by ingredient (fhir_mappings/medications/); a Knowledge built without them gets the shipped ones.
+    drugs: DrugTables = field(default_factory=lambda: shipped_drug_tables())
 
 
 def load_knowledge(settings: Settings) -> Knowledge:
@@ -130,7 +140,14 @@ def load_knowledge(settings: Settings) -> Knowledge:
     unknown = sorted(vs for vs in named if vs not in tables)
     if unknown:
         raise ConfigurationError(f"trial rules: date_horizon names unknown value set(s): {', '.join(unknown)}")
-    return Knowledge(tables, rules)
+    drugs = load_drug_tables(settings.mappings_dir)
+    return Knowledge(tables, rules, drugs)
+
+
+@lru_cache(maxsize=1)
+def shipped_drug_tables() -> DrugTables:
+    """The medication tables shipped with the package, loaded once per process."""
+    return load_drug_tables(default_mappings_dir())
 
 
 @lru_cache(maxsize=1)

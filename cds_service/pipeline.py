@@ -34,6 +34,7 @@ class Screening:
     criteria: tuple[CriterionResult, ...]
     problems: tuple[DataProblem, ...] = ()
     not_retrieved: dict[str, str] = field(default_factory=dict)
+    set_aside: int = 0  # resources not this patient's (by reference), counted as a data problem, never shown
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -47,6 +48,8 @@ class Screening:
             out["data_problems"] = [p.to_json() for p in self.problems]
         if self.not_retrieved:
             out["not_retrieved"] = dict(self.not_retrieved)
+        if self.set_aside:
+            out["set_aside"] = self.set_aside
         return out
 
     def criterion(self, criterion_id: str) -> CriterionResult:
@@ -70,4 +73,5 @@ def screen(record: PatientRecord, at: datetime | None = None, knowledge: Knowled
         criteria=results,
         problems=tuple(record.problems),
         not_retrieved=dict(record.not_retrieved),
+        set_aside=record.set_aside,
     )

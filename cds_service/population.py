@@ -22,7 +22,8 @@ from typing import Any
 
 from cds_service.criteria.result import Result
 
-__all__ = ["Outcome", "as_json", "as_json_line", "as_report_html", "as_text", "screen_index", "summarise"]
+__all__ = ["Outcome", "as_json", "as_json_line", "as_report_html", "as_text", "as_text_verbose", "screen_index",
+           "summarise"]
 
 _BATCH = 25  # patients per task: enough to amortise the hand-over, few enough to keep every worker busy
 
@@ -47,11 +48,13 @@ class Outcome:
         return WorklistRow(self.patient, self.name, self.status, self.blocking, self.to_check, self.eligible_from)
 
 
-# (Screening, Knowledge) -> what the caller writes; a module-level function, so that it can be sent to workers.
-Render = Callable[[Any, Any], Any]
+# (Screening, Knowledge, Patient resource or None) -> what the caller writes; a module-level function, so that
+# it can be sent to workers. The Patient is there for the report page's header (name, MRN, birth date, age, sex).
+Render = Callable[[Any, Any, Any], Any]
 
 
-def summarise(screening: Any, name: str = "", render: Render | None = None, knowledge: Any = None) -> Outcome:
+def summarise(screening: Any, name: str = "", render: Render | None = None, knowledge: Any = None,
+              patient: Any = None) -> Outcome:
     """An Outcome from a Screening: blocking criteria (inclusions not met, exclusions that apply), items to check
     (unknown), and, when every blocking item is a time window with an end date, the date all have passed."""
     blocking = [c for c in screening.criteria if (c.kind == "inclusion" and c.result is Result.NOT_MET)
@@ -65,34 +68,47 @@ def summarise(screening: Any, name: str = "", render: Render | None = None, know
         blocking=tuple(c.id for c in blocking),
         to_check=sum(1 for c in screening.criteria if c.result is Result.UNKNOWN),
         eligible_from=eligible_from,
-        rendered=render(screening, knowledge) if render is not None else None,
+        rendered=render(screening, knowledge, patient) if render is not None else None,
     )
 
 
-def as_json(screening: Any, knowledge: Any = None) -> dict[str, Any]:
+def as_json(screening: Any, knowledge: Any = None, patient: Any = None) -> dict[str, Any]:
     """``render`` for the JSON form (``Screening.to_json()``)."""
     return screening.to_json()
 
 
-def as_json_line(screening: Any, knowledge: Any = None) -> bytes:
+def as_json_line(screening: Any, knowledge: Any = None, patient: Any = None) -> bytes:
     """``render`` for JSON Lines: the serialised line, made in the worker."""
     import orjson
 
     return orjson.dumps(screening.to_json()) + b"\n"
 
 
-def as_text(screening: Any, knowledge: Any = None) -> str:
-    """``render`` for the text checklist (``cli.format_text``)."""
-    from cds_service.cli import format_text
+def as_text(screening: Any, knowledge: Any, patient: Any = None) -> tuple[str, str]:
+    """``render`` for the text checklist (``cards.checklist``): the patient's summary line and their block (the
+    checklist opens with every patient's summary line, so the two are written apart)."""
+    from cds_service.cards.checklist import format_patient, summary_line
 
-    return format_text(screening)
+    return (summary_line(screening, knowledge.rules),
+            format_patient(screening, knowledge.rules, tables=knowledge.tables, verbose=False))
 
 
-def as_report_html(screening: Any, knowledge: Any) -> str:
-    """``render`` for the patient's report page (``cards.report``)."""
-    from cds_service.cards.report import build_report, render_report_html
+def as_text_verbose(screening: Any, knowledge: Any, patient: Any = None) -> tuple[str, str]:
+    """``as_text`` with every criterion's reason and all of its evidence (``--verbose``)."""
+    from cds_service.cards.checklist import format_patient, summary_line
 
-    return render_report_html(build_report(screening.to_json(), knowledge.rules))
+    return (summary_line(screening, knowledge.rules),
+            format_patient(screening, knowledge.rules, tables=knowledge.tables, verbose=True))
+
+
+def as_report_html(screening: Any, knowledge: Any, patient: Any = None) -> str:
+    """``render`` for the patient's report page (``cards.report``), with the header from the Patient resource."""
+    from cds_service.cards.report import build_report, patient_header, render_report_html, with_header
+
+    stored = screening.to_json()
+    if patient is not None:
+        stored = with_header(stored, patient_header(patient, screening.evaluated_at))
+    return render_report_html(build_report(stored, knowledge.rules))
 
 
 def _patient_name(resources: list[dict[str, Any]]) -> str:
@@ -133,7 +149,7 @@ class _Screener:
             resources = self.index.resources_of(pid)
             record = build_record(f"Patient/{pid}", resources, keep=self.keep)
             out.append(summarise(screen(record, self.at, self.knowledge), _patient_name(resources), self.render,
-                                 self.knowledge))
+                                 self.knowledge, record.patient))
         return out
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import jsonschema
 import yaml
 
 from cds_service.errors import ConfigurationError
@@ -28,6 +27,8 @@ class CriterionInfo:
     label: str
     resolve: str
     attestation: bool = False  # no record can decide it: investigator / patient confirmation
+    step: str = ""  # a few words naming what to order, record or check ("ALT/AST"), for the card's next steps
+    confirm: str = ""  # what to confirm with the patient when the record has done its part ("contraception ...")
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _fast_valid(schema: dict[str, Any], data: Any) -> bool:
+    """True when jsonschema_rs (Rust) finds ``data`` valid; anything else is judged by jsonschema below."""
+    try:
+        import jsonschema_rs
+
+        return bool(jsonschema_rs.validator_for(schema).is_valid(data))
+    except Exception:  # noqa: BLE001 - not installed or a schema it cannot compile: jsonschema decides
+        return False
+
+
+def _slow_validator(schema: dict[str, Any]) -> Any:
+    # Imported only for rules the fast validator does not accept: jsonschema costs ~0.1 s of start-up (issue 14).
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(schema)
+
+
 def load_trial_rules(mappings_dir: Path, override: Path | None = None) -> TrialRules:
     """Load, merge and validate the trial rules."""
     path = mappings_dir / "trial" / "nct06880354.yaml"
@@ -98,7 +116,8 @@ def load_trial_rules(mappings_dir: Path, override: Path | None = None) -> TrialR
         data = _merge(data, _read_yaml(Path(override)))
         path = Path(override)
     schema = json.loads((mappings_dir / "schema" / "trial-rules.schema.json").read_text(encoding="utf-8"))
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.path))
+    errors = [] if _fast_valid(schema, data) else \
+        sorted(_slow_validator(schema).iter_errors(data), key=lambda e: list(e.path))
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"

@@ -1,6 +1,7 @@
 """The ``trialscreen screen`` command: exit codes, unreadable input, and the text checklist."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -24,14 +25,34 @@ def test_unreadable_input_exits_2_with_one_line_and_still_screens_the_rest(tmp_p
     assert screening["patient"] == "Patient/ts09-patient" and screening["status"] == "ineligible"
 
 
-def test_text_checklist_marks_blocking_items_and_their_until_date(capsys):
+def test_text_checklist_opens_with_a_summary_line_and_a_legend_and_shows_the_blocking_item(capsys):
     assert main(["screen", str(FIXTURE), "--at", AT]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("Patient/ts09-patient  INELIGIBLE")
-    [e5] = [line for line in out.splitlines() if " E5 " in line]
-    assert e5.lstrip().startswith("[!]") and "[until 2027-01-02]" in e5
-    assert "- Procedure/ts09-hsct-1: " in out
-    assert sum(1 for line in out.splitlines() if line.startswith("  [")) == 46
+    lines = out.splitlines()
+    assert lines[0] == "Patient/ts09-patient  INELIGIBLE  blocking: E5  to check: 2  sign-offs: 8"
+    assert lines[2].startswith("Legend: BLOCKING rules the patient out")
+    assert "BLOCKING    1" in lines
+    [e5] = [line for line in lines if line.lstrip().startswith("E5 ")]
+    assert "[until 2027-01-02]" in e5
+    assert any(line.lstrip().startswith("- Procedure/ts09-hsct-1: ") for line in lines)
+    assert not re.search(r"\d{4}-\d{2}-\d{2}T\d{2}:", out) and "http://loinc.org|" not in out
+    met = next(line for line in lines if line.startswith("MET"))
+    assert " E1 " in met  # a ruled-out exclusion is listed as met, never as "E1 not-met"
+
+
+def test_text_checklist_groups_open_items_as_the_card_does_and_verbose_shows_everything(capsys):
+    candidate = str(ROOT / "fixtures" / "01-candidate-relapsed-aml.json")
+    assert main(["screen", candidate, "--at", "2026-12-03T09:00:00Z"]) == 0
+    short = capsys.readouterr().out
+    assert ("TO CHECK    Repeat 7 tests older than 28 days (last 2026-09-27): ECOG, ALT/AST, bilirubin, creatinine + "
+            "weight, SpO2 on room air, hCG, blood pressure ×2") in short
+    assert main(["screen", candidate, "--at", "2026-12-03T09:00:00Z", "--verbose"]) == 0
+    verbose = capsys.readouterr().out
+    assert len(short.splitlines()) < 40 < len(verbose.splitlines())
+    assert "Observation/ts01-hbsag-1: Hepatitis B virus surface Ag [Presence] in Serum by Immunoassay: Negative" \
+        in verbose  # the coded answer by its display, never http://loinc.org|LA6577-6
+    blocks = re.findall(r"(?m)^ {13}\S+ .*\n((?: {19}- .*\n)*)", short)
+    assert blocks and max(b.count("\n") for b in blocks) <= 2
 
 
 def test_at_must_be_iso_8601(capsys):

@@ -31,7 +31,9 @@ ATC = "http://www.whocc.no/atc"
 UCUM = "http://unitsofmeasure.org"
 NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
 V3_INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
-CANONICAL_SYSTEMS = {LOINC, SNOMED, ICD10CM, ICD10WHO, PCS, CPT, RXNORM, CVX, ICDO3, ATC, UCUM, NCIT, V3_INTERP}
+ICD10GM = "http://fhir.de/CodeSystem/bfarm/icd-10-gm"  # ICD-10-GM (BfArM; the DIMDI URI is an alias)
+CANONICAL_SYSTEMS = {LOINC, SNOMED, ICD10CM, ICD10WHO, ICD10GM, PCS, CPT, RXNORM, CVX, ICDO3, ATC, UCUM, NCIT,
+                     V3_INTERP}
 NO_PREFIX_SYSTEMS = {SNOMED, LOINC, RXNORM, CVX}
 SOURCE_KEYS = {"VSAC", "CM26", "WHO19", "PCSidx", "LNCx", "ATC26", "CIBMTR", "RXTBL", "mCODE", "VADSS",
                "MIRACUM", "FHIR-IG", "PAGES"}

@@ -14,27 +14,24 @@ No I/O: this module must not import flask or requests.
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-from cds_service.cards.detail import (
-    blocking,
-    blocking_section,
-    confirm_section,
-    key_values_section,
-    met,
-    met_section,
-    not_retrieved_section,
-    split_open,
-    unknowns,
-)
+from cds_service.cards.detail import blocking, md
+from cds_service.cards.steps import key_values, next_steps, open_items, signoffs
+from cds_service.cards.text import plain
 from cds_service.criteria.result import CriterionResult
 from cds_service.criteria.status import INELIGIBLE, NOT_APPLICABLE, POTENTIAL
+from cds_service.facts.codes import CodeTables
 from cds_service.pipeline import Screening
 from cds_service.rules import TrialRules
 
-__all__ = ["build_cards", "card_uuid", "TIME_PASSING", "SCREENING_EXTENSION", "OVERRIDE_REASONS"]
+__all__ = ["build_cards", "with_report", "card_uuid", "TIME_PASSING", "SCREENING_EXTENSION", "OVERRIDE_REASONS",
+           "KIND_NAMES",
+           "kinds_text", "without_report", "REPORT_UNAVAILABLE"]
 
 SCREENING_EXTENSION = "org.trialscreen.screening"
 # Exclusions whose window passes with time (their MET result carries ``until``).
@@ -68,13 +65,69 @@ def _source(rules: TrialRules) -> dict[str, Any]:
 def _links(rules: TrialRules, report_url: str | None) -> list[dict[str, Any]]:
     links = [{"label": f"{rules.trial_id} on ClinicalTrials.gov", "url": rules.registry_url, "type": "absolute"}]
     if report_url:
-        links.append({"label": "Full screening report (all criteria, evidence and dates)", "url": report_url,
-                      "type": "absolute"})
+        links.append(_links_report(report_url))
     return links
 
 
 def _detail(*sections: str | None) -> str:
     return "\n\n".join(s for s in sections if s)
+
+
+# The kinds of data as a clinician names them (the FHIR resource types are the keys of ``not_retrieved``).
+KIND_NAMES = {
+    "Patient": "demographics", "Condition": "diagnoses", "Observation": "results (labs, vitals, ECG, echo)",
+    "MedicationRequest": "medication orders", "MedicationStatement": "medication lists",
+    "MedicationAdministration": "medications given", "Procedure": "procedures", "Immunization": "immunizations",
+    "AllergyIntolerance": "allergies", "DiagnosticReport": "reports", "Medication": "medications",
+}
+_SENTENCE_END = re.compile(r"(?<=[a-z0-9)%])\.\s+(?=[A-Z])")
+
+
+def kinds_text(not_retrieved: Mapping[str, str]) -> str:
+    """"diagnoses, results (labs, vitals, ECG, echo)": the kinds that could not be retrieved, as a clinician
+    names them."""
+    return ", ".join(KIND_NAMES.get(k, k) for k in sorted(not_retrieved))
+
+
+def _first_sentence(text: str, limit: int = 160) -> str:
+    first = _SENTENCE_END.split(text.strip(), maxsplit=1)[0].rstrip(".")
+    return _fit(first, limit)
+
+
+def _incomplete(screening: Screening) -> str | None:
+    if not screening.not_retrieved:
+        return None
+    return (f"**Screening incomplete:** {md(kinds_text(screening.not_retrieved))} could not be retrieved, so the "
+            "criteria that rest on them are undecided (the report says why).")
+
+
+def _blocking_lines(items: list[CriterionResult], rules: TrialRules, tables: CodeTables | None) -> str:
+    lines = [f"**Blocking ({len(items)}):**"]
+    for c in items:
+        until = f" (until **{c.until.isoformat()}**)" if c.until is not None else ""
+        # Up to two blockers with their reason; more are named only (the report has every reason).
+        why = f": {md(_first_sentence(plain(c.reason, tables)))}" if len(items) <= 2 else ""
+        lines.append(f"- **{c.id}** {md(_label(rules, c.id))}{until}{why}")
+    return "\n".join(lines)
+
+
+def _steps_lines(items: list[CriterionResult], rules: TrialRules, title: str) -> str | None:
+    if not items:
+        return None
+    n = len(items)
+    lines = [f"**{title} ({n} item{'s' if n != 1 else ''}):**"]
+    lines += [f"- {md(step.text)}" for step in next_steps(items, rules)]
+    return "\n".join(lines)
+
+
+def _key_values_line(screening: Screening, tables: CodeTables | None) -> str | None:
+    values = key_values(screening.criteria, screening.evaluated_at, tables)
+    return "**Key values:** " + " · ".join(md(v) for v in values) if values else None
+
+
+def _footer(screening: Screening) -> str:
+    # The same with or without the report link (the link's label says what the report holds).
+    return f"*Screened on {screening.evaluated_at.date().isoformat()} against {len(screening.criteria)} criteria.*"
 
 
 def _card(kind: str, summary: str, detail: str, screening: Screening, rules: TrialRules, *,
@@ -91,7 +144,7 @@ def _card(kind: str, summary: str, detail: str, screening: Screening, rules: Tri
     }
 
 
-def _referral(screening: Screening, rules: TrialRules, hook_instance: str, to_confirm: int) -> dict[str, Any]:
+def _referral(screening: Screening, rules: TrialRules, hook_instance: str, counts: str) -> dict[str, Any]:
     """The "Refer to the study team" suggestion: a proposed FHIR R4 ServiceRequest naming the trial."""
     trial = f"{rules.trial_id} ({rules.short_title})"
     resource = {
@@ -101,8 +154,8 @@ def _referral(screening: Screening, rules: TrialRules, hook_instance: str, to_co
         "code": {"text": f"Referral to the study team of clinical trial {rules.trial_id}"},
         "subject": {"reference": screening.patient},
         "reasonCode": [{"text": f"Possible candidate for clinical trial {trial}"}],
-        "note": [{"text": f"Screened by TrialScreen on {screening.evaluated_at.date().isoformat()}: "
-                          f"{to_confirm} item(s) still to confirm. Registry: {rules.registry_url}"}],
+        "note": [{"text": f"Screened by TrialScreen on {screening.evaluated_at.date().isoformat()}: {counts}. "
+                          f"Registry: {rules.registry_url}"}],
     }
     return {
         "label": "Refer to the study team",
@@ -124,28 +177,44 @@ def _label(rules: TrialRules, criterion_id: str) -> str:
         return criterion_id
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"
+
+
 def build_cards(screening: Screening, *, rules: TrialRules, report_url: str | None, hook_instance: str,
-                explain_ineligibility: bool) -> list[dict[str, Any]]:
-    """The cards for one screening (an empty list when there is nothing the clinician needs to see)."""
+                explain_ineligibility: bool, tables: CodeTables | None = None) -> list[dict[str, Any]]:
+    """The cards for one screening (an empty list when there is nothing the clinician needs to see).
+
+    ``tables`` (the code tables) name coded values by their display; without them a coded value is left out.
+    """
     criteria = list(screening.criteria)
-    blocked, open_items, fine = blocking(criteria), unknowns(criteria), met(criteria)
-    missing = not_retrieved_section(dict(screening.not_retrieved))
+    blocked = blocking(criteria)
+    data_items, attestations = open_items(criteria, rules)
     common = dict(hook_instance=hook_instance, report_url=report_url)
     title = f"{rules.trial_id} ({rules.short_title})"
-    screened = (f"Screened for **{rules.trial_id}**, {rules.title}, on {screening.evaluated_at.date().isoformat()} "
-                f"against {len(criteria)} criteria.")
+    footer = _footer(screening)
+    incomplete = _incomplete(screening)
 
     if screening.status == POTENTIAL:
-        data_items, attestations = split_open(open_items, rules)
         n = len(data_items)
-        items = f"{n} item{'s' if n != 1 else ''} to check" if n else "record checks pass"
+        items = _count(n, "item") + " to check" if n else "record checks pass"
         if attestations:
             items += ", then investigator sign-off"
-        detail = _detail(screened, blocking_section([], rules), confirm_section(open_items, rules),
-                         key_values_section(criteria), missing, met_section(fine))
-        card = _card("potential-candidate", f"Possible candidate for {title}: {items}", detail, screening, rules,
-                     **common)
-        card["suggestions"] = [_referral(screening, rules, hook_instance, len(open_items))]
+        if screening.not_retrieved:
+            # Not an unqualified "possible candidate": part of the record could not be read at all.
+            summary = (f"Screening for {rules.trial_id} incomplete: {kinds_text(screening.not_retrieved)} not "
+                       f"retrieved; no blocker in the rest, {items}")
+        else:
+            summary = f"Possible candidate for {title}: {items}"
+        sign = signoffs(attestations)
+        detail = _detail(incomplete, "**Blocking:** nothing recorded rules the patient out.",
+                         _steps_lines(data_items, rules, "To check"), f"**Sign-off:** {md(sign)}." if sign else None,
+                         _key_values_line(screening, tables), footer)
+        counts = _count(n, "item") + " to check"
+        if attestations:
+            counts += f", {_count(len(attestations), 'investigator sign-off')}"
+        card = _card("potential-candidate", summary, detail, screening, rules, **common)
+        card["suggestions"] = [_referral(screening, rules, hook_instance, counts)]
         card["selectionBehavior"] = "at-most-one"
         return [card]
 
@@ -155,9 +224,10 @@ def build_cards(screening: Screening, *, rules: TrialRules, report_url: str | No
         more = f" (+{len(blocked) - 1} more)" if len(blocked) > 1 else ""
         head = f"Not eligible for {rules.trial_id} until {until}: "
         reason = _fit(_label(rules, last.id) + more, SUMMARY_MAX - len(head))
-        detail = _detail(screened, blocking_section(blocked, rules, title="Blocking until the window passes"),
-                         confirm_section(open_items, rules, title="Still to confirm after that date"),
-                         key_values_section(criteria), missing, met_section(fine))
+        after = (f"**After {until}:** {_count(len(data_items), 'item')} to check again then (the record's results "
+                 "will need to be recent at that date)." if data_items else None)
+        detail = _detail(incomplete, _blocking_lines(blocked, rules, tables), after,
+                         _key_values_line(screening, tables), footer)
         return [_card("ineligible-until", head + reason, detail, screening, rules, **common)]
 
     if not explain_ineligibility:
@@ -166,16 +236,30 @@ def build_cards(screening: Screening, *, rules: TrialRules, report_url: str | No
         first = blocked[0] if blocked else None
         why = _label(rules, first.id) if first else "a criterion is not met"
         more = f" (+{len(blocked) - 1} more)" if len(blocked) > 1 else ""
-        detail = _detail(screened, blocking_section(blocked, rules), confirm_section(open_items, rules),
-                         key_values_section(criteria), missing)
+        # Names what blocks and nothing to order: tests for a patient the trial excludes would be wasted.
+        detail = _detail(incomplete, _blocking_lines(blocked, rules, tables) if blocked else None,
+                         _key_values_line(screening, tables), footer)
         return [_card("ineligible", f"Not eligible for {rules.trial_id}: {why}{more}", detail, screening, rules,
                       **common)]
     if screening.status == NOT_APPLICABLE:
-        detail = _detail(screened, "No acute myeloid leukemia diagnosis is recorded, so the trial does not apply.",
-                         missing)
+        detail = _detail(incomplete, "No acute myeloid leukemia diagnosis is recorded, so the trial does not apply.",
+                         footer)
         return [_card("not-applicable", f"{title} does not apply: no AML diagnosis recorded", detail, screening,
                       rules, **common)]
     return []
+
+
+def with_report(cards: list[dict[str, Any]], report_url: str) -> list[dict[str, Any]]:
+    """``cards`` (built with ``report_url=None``) as ``build_cards`` would build them with ``report_url``: the
+    report link after the registry's. Lets the hook build its cards once, before it knows whether a report can
+    be stored, instead of building them again with the link (issue 15)."""
+    link = _links_report(report_url)
+    return [{**card, "links": [*card["links"], dict(link)]} for card in cards]
+
+
+def _links_report(report_url: str) -> dict[str, Any]:
+    return {"label": "Full screening report (all criteria, evidence and dates)", "url": report_url,
+            "type": "absolute"}
 
 
 REPORT_UNAVAILABLE = ("The full screening report (every criterion with its evidence) is unavailable right now, so "

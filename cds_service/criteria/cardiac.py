@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cds_service.criteria.common import CONDITION, OBSERVATION, PROCEDURE, event_in_window, none_recorded, window_start
@@ -285,7 +285,15 @@ def mi_or_cabg_within_6_months(facts: Facts) -> Verdict:
     review: list[tuple[_Event, str]] = []
     for vs in ("myocardial-infarction", "mi-cabg-undated"):
         for f in facts.conditions(vs):
-            _sort(review, events, f, _status_note(f))
+            bounded = _onset_bounded(facts, f, start) if vs == "myocardial-infarction" else None
+            if bounded is None:
+                _sort(review, events, f, _status_note(f))
+                continue
+            event, note = bounded
+            if note is None:
+                events.append(event)  # wholly before the window: an older MI
+            else:
+                review.append((event, note))
     events += [_event(p) for p in facts.procedures("cabg")]
     what = "myocardial infarction or CABG"
     verdict = event_in_window(
@@ -300,6 +308,34 @@ def mi_or_cabg_within_6_months(facts: Facts) -> Verdict:
         parts += [f"{_name(e)} ({e.ref}) needs review: {n}" for e, n in doubtful]
         return unknown(_join(parts), *verdict.evidence, *(evidence_of(e, note=n) for e, n in doubtful))
     return verdict
+
+
+def _onset_bounded(facts: Facts, fact: ConditionFact, start: datetime) -> tuple[_Event, str | None] | None:
+    """An MI Condition with only a recordedDate, dated by its code (``windows.onset_bound_by_code``).
+
+    (event, None) when the bounded onset lies wholly before the window; (event, review note) when it may lie
+    inside; None when the fact has an onset, no recordedDate, or no listed code bounds it.
+    """
+    if fact.date is not None or fact.recorded is None:
+        return None
+    for rule in facts.rules.windows.get("onset_bound_by_code") or ():
+        prefix = rule["prefix"].replace(".", "")
+        code = next((c for s, c in fact.codings if s == rule["system"] and c.replace(".", "").upper()
+                     .startswith(prefix)), None)
+        if code is None:
+            continue
+        days = rule["days"]
+        low = fact.recorded.start - timedelta(days=days)
+        text = f"between {low.date().isoformat()} and {fact.recorded.display()}"
+        event = _Event(fact.ref, fact.codings, fact.display, DateRange(low, fact.recorded.end, text), fact)
+        if fact.recorded.end <= start:
+            return event, None
+        note = (f"only a recordedDate ({fact.recorded.display()}): {code} is used up to {days} days after onset, "
+                f"so it began {text}, {'inside' if low > start else 'overlapping'} the window: confirm the date of "
+                "the infarction")
+        status = _status_note(fact)
+        return event, f"{note}; {status}" if status else note
+    return None
 
 
 # --- E10c ---------------------------------------------------------------------------------------------------------
@@ -575,13 +611,18 @@ def uncontrolled_hypertension(facts: Facts) -> Verdict:
     >=100mmHg) (based on the mean of >=2 measurements)."
 
     Over the readings of the latest visit in the ``blood_pressure`` recency window (``windows.bp_visit_hours``),
-    the mean SBP and the mean DBP are computed separately: mean SBP >= 150 or mean DBP >= 100 -> MET; both below
+    or, when that visit has fewer than ``bp_min_readings`` of a kind, over the latest ``bp_min_readings``
+    readings in the window across visits (``windows.bp_readings_across_visits: latest``; ``none`` keeps the
+    visit's readings alone), the mean SBP and the mean DBP are computed separately: mean SBP >= 150 or mean
+    DBP >= 100 -> MET; both below
     -> NOT_MET; fewer than ``bp_min_readings`` readings of a kind that could decide, or an unreadable reading of
     it -> UNKNOWN. A single high reading, or a hypertension diagnosis, is not enough.
     """
     t = facts.rules.thresholds
     n_min = t["bp_min_readings"]
-    bp = ecg.screening_blood_pressure(facts, facts.rules.windows["bp_visit_hours"])
+    w = facts.rules.windows
+    bp = ecg.screening_blood_pressure(facts, w["bp_visit_hours"], min_readings=n_min,
+                                      across_visits=w["bp_readings_across_visits"])
     readings = bp.systolic + bp.diastolic + bp.unusable
     htn = [evidence_of(f, note="a hypertension diagnosis alone does not meet E10f")
            for f in facts.conditions("hypertension")]
@@ -616,7 +657,8 @@ def uncontrolled_hypertension(facts: Facts) -> Verdict:
     result = any_of([sbp_r, dbp_r])
     newest = max(readings, key=lambda m: m.effective.start)
     scope = f"at the latest visit ({newest.effective.display()})" if \
-        facts.rules.windows["bp_visit_hours"] is not None else f"over {bp.scope}"
+        w["bp_visit_hours"] is not None and bp.scope.startswith("the readings of the latest visit") \
+        else f"over {bp.scope}"
     if result is Result.MET:
         decisive = [txt for r, txt in ((sbp_r, sbp_text), (dbp_r, dbp_text)) if r is Result.MET]
         return met(f"Blood pressure {scope}: {'; '.join(decisive)}.", *evidence)

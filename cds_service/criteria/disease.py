@@ -17,6 +17,7 @@ This module does no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import date, timedelta
 
 from dateutil.relativedelta import relativedelta
@@ -93,7 +94,8 @@ def _route_doubt(facts: Facts, fact: MedicationFact) -> str | None | bool:
     methotrexate is CNS prophylaxis, not immunosuppression.
     """
     if not fact.route:
-        return None
+        # No route recorded: a non-systemic dose form (ointment, eye drops, inhaler) still says it.
+        return False if fact.form_route == "non-systemic" else None
     if _NON_SYSTEMIC_ROUTES in facts.tables and facts.codes_in(fact.route, _NON_SYSTEMIC_ROUTES) is not None:
         return False
     if _SYSTEMIC_ROUTES not in facts.tables or facts.codes_in(fact.route, _SYSTEMIC_ROUTES) is not None:
@@ -315,7 +317,10 @@ def active_infection_on_systemic_treatment(facts: Facts) -> Verdict:
     without recorded treatment is UNKNOWN (does it need systemic treatment?). Resolved / inactive infections
     do not count. A systemic anti-infective without an active infection Condition is never MET: it is usually
     prophylaxis in AML (posaconazole, aciclovir, levofloxacin, co-trimoxazole), but an order rarely says so, so
-    by default it goes to review (``windows.anti_infective_without_infection``: review | not-met).
+    by default it goes to review (``windows.anti_infective_without_infection``: review | not-met). A record that
+    itself states prophylaxis (its reason, dosage text or note; ``prophylaxis_markers`` in
+    ``fhir_mappings/medications``) is prophylaxis, not treatment (``windows.anti_infective_stated_prophylaxis``:
+    not-treatment | review): with no active infection the result is NOT_MET, with one it stays UNKNOWN.
     """
     days = facts.rules.windows["anti_infective_active_days"]
     active: list[Evidence] = []
@@ -332,6 +337,17 @@ def active_infection_on_systemic_treatment(facts: Facts) -> Verdict:
         else:
             active.append(evidence_of(c, note=_status_text(c)))
     drugs, drugs_doubtful = _recent_medications(facts, "anti-infectives", days)
+    # An order, statement or administration that itself says prophylaxis (its reason, dosage text or note:
+    # fhir_mappings/medications prophylaxis_markers) is not treatment of an infection, under the rule
+    # windows.anti_infective_stated_prophylaxis = not-treatment (review: such records count like any other).
+    stated: list[Evidence] = []
+    if facts.rules.windows.get("anti_infective_stated_prophylaxis", "not-treatment") == "not-treatment":
+        says = {m.ref: m.prophylaxis for m in facts.medications("anti-infectives") if m.prophylaxis}
+        stated = [replace(e, note=f"{e.note}; stated as prophylaxis ({says[e.reference]!r})" if e.note else
+                          f"stated as prophylaxis ({says[e.reference]!r})")
+                  for e in (*drugs, *drugs_doubtful) if e.reference in says]
+        drugs = [e for e in drugs if e.reference not in says]
+        drugs_doubtful = [e for e in drugs_doubtful if e.reference not in says]
     if active and drugs:
         return met(f"Active infection ({_first_labels(active)}) under systemic anti-infective treatment "
                    f"({_first_labels(drugs)}).", *active, *drugs)
@@ -340,11 +356,13 @@ def active_infection_on_systemic_treatment(facts: Facts) -> Verdict:
         tail = f"; {gap}" if gap else ""
         extra = f" ({_first_labels(drugs_doubtful)}: {_why(drugs_doubtful[0])})" if drugs_doubtful else \
             " (no current systemic anti-infective recorded)"
+        if stated and not drugs_doubtful:
+            extra = f" ({_first_labels(stated)} is stated as prophylaxis, not treatment)"
         return unknown(f"Active infection recorded ({_first_labels(active)}): does it require systemic "
-                       f"treatment?{extra}{tail}.", *active, *drugs_doubtful)
+                       f"treatment?{extra}{tail}.", *active, *drugs_doubtful, *stated)
     if doubtful:
         return unknown(f"Possible active infection: review {_first_labels(doubtful)} ({_why(doubtful[0])}).",
-                       *doubtful, *drugs, *drugs_doubtful)
+                       *doubtful, *drugs, *drugs_doubtful, *stated)
     if drugs or drugs_doubtful:
         shown = drugs or drugs_doubtful
         if facts.rules.windows["anti_infective_without_infection"] == "not-met" and not drugs_doubtful:
@@ -353,7 +371,13 @@ def active_infection_on_systemic_treatment(facts: Facts) -> Verdict:
                 found=f"No active infection recorded; {_first_labels(shown)} taken as prophylaxis "
                       "(windows.anti_infective_without_infection = not-met).")
         return unknown(f"Systemic anti-infective {_first_labels(shown)} in use without a recorded active "
-                       "infection: confirm it is prophylaxis, not treatment of an infection.", *shown, *resolved)
+                       "infection: confirm it is prophylaxis, not treatment of an infection.", *shown, *stated,
+                       *resolved)
+    if stated:
+        return _none_recorded(
+            facts, [(CONDITION, "infection")], "active infection", *stated, *resolved,
+            found=f"No active infection recorded; {_first_labels(stated)} is stated as prophylaxis by the record "
+                  "itself (windows.anti_infective_stated_prophylaxis = not-treatment).")
     found = None
     if resolved:
         found = f"No active infection recorded ({_first_labels(resolved)}: {_why(resolved[0])})."
@@ -424,8 +448,10 @@ def other_malignancy(facts: Facts) -> Verdict:
     if allowed:
         found = (f"Only an allowed exception recorded: {_first_labels(allowed)} (non-melanoma skin cancer or "
                  "cervical carcinoma in situ).")
-    return _none_recorded(facts, [(CONDITION, "malignancy")], "malignancy other than the AML", *allowed,
-                          found=found)
+    # "other than the AML" only for a patient whose record holds one (E8 is also shown for one who has none)
+    has_aml = any(facts.conditions(vs) for vs in ("aml", "apl") if vs in facts.tables)
+    what = "malignancy other than the AML" if has_aml else "malignancy"
+    return _none_recorded(facts, [(CONDITION, "malignancy")], what, *allowed, found=found)
 
 
 def _malignancy_timing(c: ConditionFact, cutoff: date, years: int) -> tuple[Result, str]:

@@ -355,7 +355,7 @@ def ecog_0_to_2(facts: Facts) -> Verdict:
         if kps is not None:
             return unknown(f"{part.text} A Karnofsky score is recorded ({_day(kps)}) but is not converted to ECOG: "
                            "record an ECOG score.", *part.evidence, evidence_of(kps, note="Karnofsky, not converted"))
-        return unknown(f"{part.text} Record an ECOG performance status.", *part.evidence)
+        return unknown(f"{part.text.rstrip('.')}. Record an ECOG performance status.", *part.evidence)
     score = _ecog_score(facts, obs)
     if score is None:
         return unknown(f"The ECOG result of {_day(obs)} ({obs.ref}) has no readable score; record ECOG 0-5.",
@@ -513,7 +513,7 @@ def lvef_at_least_45(facts: Facts) -> Verdict:
     obs = sel.latest
     if obs is None:
         part = _no_result(facts, sel, "LVEF", "lvef")
-        return unknown(f"{part.text} Order an echocardiogram or MUGA scan.", *part.evidence)
+        return unknown(f"{part.text.rstrip('.')}. Order an echocardiogram or MUGA scan.", *part.evidence)
     same_day = [o for o in sel.current if o.effective.start.date() == obs.effective.start.date()]
     readings = [(o, _lvef_percent(facts, o)) for o in same_day]
     values = {round(v[0].value, 1) for _o, v in readings if v is not None}
@@ -574,7 +574,7 @@ def spo2_on_room_air(facts: Facts) -> Verdict:
             return unknown(f"Only an SpO2 that needs review is recorded ({review}, {_day(obs)}); record finger pulse "
                            "oximetry on room air.", evidence_of(obs, note=f"review: {review}"))
         part = _no_result(facts, sel, "SpO2", "spo2")
-        return unknown(f"{part.text} Record finger pulse oximetry on room air.", *part.evidence)
+        return unknown(f"{part.text.rstrip('.')}. Record finger pulse oximetry on room air.", *part.evidence)
     obs = finger[0]
     q = facts.value_in(obs, SPO2)
     if q is None:

@@ -28,6 +28,8 @@ from cds_service.criteria.common import (
 from cds_service.criteria.registry import Verdict, criterion, met, not_met, unknown
 from cds_service.criteria.result import Evidence, Result
 from cds_service.facts.clinical import ConditionFact, ProcedureFact
+from cds_service.facts.codes import Concept
+from cds_service.facts.courses import expected_course, resource_of
 from cds_service.facts.dates import DateRange, in_window
 from cds_service.facts.index import Facts, evidence_of
 from cds_service.facts.medications import (
@@ -180,7 +182,8 @@ def allergy_to_study_drug(facts: Facts) -> Verdict:
 def _route_class(facts: Facts, fact: MedicationFact) -> str:
     """"systemic", "non-systemic", "missing" (no route recorded) or "other" (a route to review)."""
     if not fact.route:
-        return "missing"
+        # No route recorded: the product's dose form may say (an oral tablet is systemic, a cream is not).
+        return {"systemic": "systemic", "non-systemic": "non-systemic"}.get(fact.form_route or "", "missing")
     if facts.codes_in(fact.route, "systemic-routes") is not None:
         return "systemic"
     if facts.codes_in(fact.route, "non-systemic-routes") is not None:
@@ -227,6 +230,8 @@ def corticosteroids_70mg_in_7_days(facts: Facts) -> Verdict:
             left_out.append(evidence_of(f, note="not counted: non-systemic route"))
             continue
         note = "route not recorded: counted as systemic" if route == "missing" else None
+        if f.dose_note:
+            note = f"{note}; dose {f.dose_note}" if note else f"dose {f.dose_note}"
         doubt = None
         if route == "other":
             doubt = "its route is not a recognised systemic route (review)"
@@ -316,6 +321,32 @@ def comorbidity_needing_immunosuppression(facts: Facts) -> Verdict:
 
 # --- E2c ---------------------------------------------------------------------------------------------------
 
+def _drug_name(concept: Any, fact: MedicationFact) -> str:
+    """The drug a record is about: its ingredients when a class entry (an ATC group such as L01) matched it."""
+    if concept.match == "prefix" and fact.ingredients:
+        return " / ".join(fact.ingredients)
+    return concept.display
+
+
+def _named(concept: Any, fact: MedicationFact) -> Any:
+    """The value-set entry, displayed as the record's drug (see ``_drug_name``)."""
+    name = _drug_name(concept, fact)
+    return concept if name == concept.display else replace(concept, display=name)
+
+
+def _half_life(concept: Any, fact: MedicationFact) -> float | None:
+    """The value-set entry's half-life, else the ingredient's (fhir_mappings/medications, with its source);
+    a product of several ingredients takes the longest, so its window is never too short."""
+    if concept.half_life_hours is not None:
+        return concept.half_life_hours
+    if fact.drug is None:
+        return None
+    known = [i.ingredient.half_life_hours for i in fact.drug.ingredients]
+    if not known or any(h is None for h in known):
+        return None
+    return max(h for h in known if h is not None)
+
+
 def _washout(facts: Facts, half_life_hours: float | None) -> tuple[timedelta, str]:
     w = facts.rules.windows
     return washout_window(half_life_hours, max_days=w["washout_max_days"], half_lives=w["washout_half_lives"],
@@ -335,7 +366,11 @@ def anti_tumour_therapy_within_washout(facts: Facts) -> Verdict:
     first date after last dose + W), or if an active order / statement has no end date (assumed still taken).
     An open record that is completed or stopped with no end date, and started before the last administration of
     the same drug, is taken as covered by the administrations (they record what was given); otherwise its last
-    dose may be any day up to now. Intrathecal chemotherapy (``intrathecal-chemotherapy``) within 14 days, a
+    dose may be any day up to now. An active order or statement with no end date is not taken as ongoing
+    forever: it is read as taken through its expected course (``facts.courses``: expected supply duration x
+    fills, else ``windows.open_order_course_days``), so ``until`` is a fixed date; a course that ended before
+    the washout window goes to review (the order is still active: confirm no dose since). Intrathecal
+    chemotherapy (``intrathecal-chemotherapy``) within 14 days, a
     review-flagged drug (ATRA, arsenic), a date too imprecise to place, or a medication recorded only as text
     within 14 days is UNKNOWN. Investigational drugs (ResearchSubject) are not in the record model.
     """
@@ -348,11 +383,11 @@ def anti_tumour_therapy_within_washout(facts: Facts) -> Verdict:
     last_admin: dict[str, datetime] = {}
     for m in meds:
         if m.source == "MedicationAdministration" and m.period is not None:
-            drug = facts.concept(m, "anti-tumor-drugs").display
+            drug = _drug_name(facts.concept(m, "anti-tumor-drugs"), m)
             last_admin[drug] = max(last_admin.get(drug, m.period.start), m.period.start)
     for m in meds:
-        concept = facts.concept(m, "anti-tumor-drugs")
-        window, how = _washout(facts, concept.half_life_hours)
+        concept = _named(facts.concept(m, "anti-tumor-drugs"), m)
+        window, how = _washout(facts, _half_life(concept, m))
         start = facts.at - window
         last = last_dose_range(m, facts.at)
         if last is not None and last.start > facts.at:
@@ -362,9 +397,27 @@ def anti_tumour_therapy_within_washout(facts: Facts) -> Verdict:
                 doubtful.append(evidence_of(m, note=f"ongoing; {concept.review}"))
                 doubts.append(f"{concept.display} (review: does it count?)")
                 continue
-            until = first_date_after(facts.at, window)
-            hits.append((until, evidence_of(m, note=f"no end date: assumed still taken; window {how}"),
-                         f"{concept.display} is ongoing ({m.ref} has no end date: assumed still taken; washout {how})"))
+            course = None if m.source == "MedicationAdministration" else expected_course(
+                m, resource_of(facts.record, m.ref), facts.rules.windows["open_order_course_days"])
+            if course is None:  # an infusion in progress, or an undated record: given now
+                until = first_date_after(facts.at, window)
+                hits.append((until, evidence_of(m, note=f"no end date: assumed still taken; window {how}"),
+                             f"{concept.display} is ongoing ({m.ref} has no end date: assumed still taken; "
+                             f"washout {how})"))
+                continue
+            # Not "ongoing" forever: taken through its expected course, whose end is a fixed date
+            end_day = course.end.date().isoformat()
+            if course.end > start:
+                until = first_date_after(course.end, window)
+                state = "runs" if course.end >= facts.at else "ran"
+                hits.append((until, evidence_of(m, note=f"no end date: assumed taken through its expected course "
+                                                        f"to {end_day} ({course.how}); window {how}"),
+                             f"{concept.display} is active with no end date ({m.ref}): its expected course {state} "
+                             f"to {end_day} ({course.how}; washout {how})"))
+            else:
+                doubtful.append(evidence_of(m, note=f"active with no end date; its expected course ended {end_day} "
+                                                    f"({course.how}): confirm no dose since"))
+                doubts.append(f"{concept.display} (an active order past its expected course, which ended {end_day})")
             continue
         if last is None:
             doubtful.append(evidence_of(m, note="undated: confirm the date of the last dose"))
@@ -397,7 +450,7 @@ def anti_tumour_therapy_within_washout(facts: Facts) -> Verdict:
                                                "half-life (cytarabine 100-236 h), decide the window"))
             doubts.append("intrathecal chemotherapy")
     for m in facts.all_of_kind("Medication"):
-        if m.codings or not m.display:
+        if m.codings or m.ingredients or not m.display:
             continue
         last = last_dose_range(m, facts.at)
         if m.ongoing or last is None or (last.start <= facts.at and
@@ -482,8 +535,15 @@ def prior_gene_modified_cell_therapy(facts: Facts) -> Verdict:
     vs = "car-t-history"
     sure: list[Evidence] = []
     doubtful: list[Evidence] = []
-    for fact in (*facts.conditions(vs), *facts.procedures(vs), *facts.medications(vs)):
-        concept = facts.concept(fact, vs)
+    listed = facts.medications(vs)
+    # Gene-modified cell products the value set has no code for (CRISPR-edited or lentiviral CD34+ products,
+    # TCR-T cells) are recognised by their ingredient's class (fhir_mappings/medications).
+    by_class = [m for m in facts.all_of_kind("Medication") if m not in listed and m.drug is not None
+                and "gene-modified-cell-therapy" in m.drug.classes]
+    for fact in (*facts.conditions(vs), *facts.procedures(vs), *listed, *by_class):
+        concept = facts.concept(fact, vs) if fact not in by_class else None
+        if concept is None:
+            concept = _class_concept(fact)
         date = getattr(fact, "date", None)
         if isinstance(fact, ProcedureFact) and date is not None and date.start > facts.at:
             continue  # planned
@@ -505,6 +565,11 @@ def prior_gene_modified_cell_therapy(facts: Facts) -> Verdict:
                        "given): confirm with the study team.", *doubtful)
     return none_recorded(facts, CONDITION + PROCEDURE + MEDICATION_KINDS, (vs,),
                          "CAR-T, CAR-NK or gene-modified cell therapy")
+
+
+def _class_concept(fact: MedicationFact) -> Any:
+    """A stand-in value-set entry for a medication recognised by drug class only."""
+    return Concept(system="", code="", display=" / ".join(fact.ingredients), status="verified", value_set="")
 
 
 # --- E5 ----------------------------------------------------------------------------------------------------

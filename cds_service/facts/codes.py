@@ -4,6 +4,11 @@ A CodeableConcept matches a value set when any of its codings matches an entry's
 or by prefix for entries that say ``"match": "prefix"``, used for ICD/ATC/PCS families). Display text is
 never matched. Code-system URIs are normalised through ``fhir_mappings/systems.json`` aliases first.
 
+A value set with a ``definition`` also has a generated expansion, ``fhir_mappings/expansions/<id>.json`` (written by
+``scripts/build_value_sets.py`` from public terminology sources: VSAC expansions, the ICD hierarchies, LOINC axes);
+its members are added after the table's own entries, so a table entry for the same code keeps its attributes.
+Only the expansions are read here: nothing is expanded at start-up.
+
 Site tables (``TRIALSCREEN_SITE_TABLES``) are merged over the shipped ones: a file whose id matches a shipped
 value set adds its concepts; a new id adds a value set. Both are validated against the same schema, and a bad
 table fails loading with an error that names the file and the entry.
@@ -14,13 +19,12 @@ This module reads files only when ``load_code_tables`` is called (at start-up); 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-
-import jsonschema
 
 from cds_service.errors import ConfigurationError
 from cds_service.shipped import shipped_dir
@@ -30,7 +34,7 @@ try:  # Rust: says "valid" in microseconds where jsonschema takes ~2 ms a table 
 except ImportError:  # pragma: no cover - declared in pyproject; without it jsonschema alone decides
     jsonschema_rs = None
 
-__all__ = ["Concept", "ValueSet", "CodeTables", "load_code_tables", "default_mappings_dir", "Coding"]
+__all__ = ["Concept", "ValueSet", "CodeTables", "SafetyNet", "load_code_tables", "default_mappings_dir", "Coding"]
 
 Coding = tuple[str, str]  # (system, code)
 
@@ -56,11 +60,17 @@ class Concept:
     half_life_hours: float | None = None
     value: float | None = None
     note: str | None = None
+    source: str | None = None  # an expansion member's source (the table's own entries have it in ``status``)
 
 
 @dataclass(frozen=True)
 class ValueSet:
-    """A named set of concepts, with the quantity metadata of a lab analyte where it is one."""
+    """A named set of concepts, with the quantity metadata of a lab analyte where it is one.
+
+    ``concepts`` are the table's own entries (the anchors a reviewer wrote); the generated expansion's members are
+    matched too but kept as their raw JSON until a lookup first returns one (``members()`` lists them all), so that
+    tens of thousands of members cost one dict entry each at start-up.
+    """
 
     id: str
     title: str
@@ -72,9 +82,12 @@ class ValueSet:
     molar_mass: float | None = None
     _exact: Mapping[Coding, Concept] = field(default_factory=dict, repr=False, compare=False)
     _prefixes: Mapping[str, tuple[Concept, ...]] = field(default_factory=dict, repr=False, compare=False)
+    _expanded: Mapping[Coding, Mapping[str, Any]] = field(default_factory=dict, repr=False, compare=False)
+    _made: dict[Coding, Concept] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def build(cls, data: Mapping[str, Any], concepts: Iterable[Concept]) -> ValueSet:
+    def build(cls, data: Mapping[str, Any], concepts: Iterable[Concept],
+              expansion: Iterable[Mapping[str, Any]] = ()) -> ValueSet:
         concepts = tuple(concepts)
         exact: dict[Coding, Concept] = {}
         prefixes: dict[str, list[Concept]] = {}
@@ -83,6 +96,14 @@ class ValueSet:
                 prefixes.setdefault(c.system, []).append(c)
             else:
                 exact.setdefault((c.system, c.code), c)
+        expanded: dict[Coding, Mapping[str, Any]] = {}
+        for m in expansion:
+            if m.get("match") == "prefix":
+                prefixes.setdefault(m["system"], []).append(_fast_concept(m, data["id"]))
+            else:
+                key = (m["system"], m["code"])
+                if key not in exact:  # the table's own entry for a code wins
+                    expanded.setdefault(key, m)
         quantity = data.get("quantity") or {}
         return cls(
             id=data["id"],
@@ -96,34 +117,107 @@ class ValueSet:
             # Longest prefix first, so the most specific entry (and its qualifier) wins.
             _exact=exact,
             _prefixes={s: tuple(sorted(cs, key=lambda c: -len(c.code))) for s, cs in prefixes.items()},
+            _expanded=expanded,
         )
 
     def lookup(self, system: str, code: str) -> Concept | None:
         hit = self._exact.get((system, code))
         if hit is not None:
             return hit
+        if (system, code) in self._expanded:
+            return self._member((system, code))
         for c in self._prefixes.get(system, ()):
             if code.startswith(c.code):
                 return c
         return None
 
+    def _member(self, key: Coding) -> Concept:
+        made = self._made.get(key)
+        if made is None:
+            made = self._made.setdefault(key, _fast_concept(self._expanded[key], self.id))
+        return made
+
+    def exact_codings(self) -> Iterator[Coding]:
+        """Every (system, code) matched exactly: the table's entries and the expansion's."""
+        yield from self._exact
+        yield from self._expanded
+
+    def prefix_concepts(self) -> Iterator[Concept]:
+        for cs in self._prefixes.values():
+            yield from cs
+
+    def members(self) -> tuple[Concept, ...]:
+        """Every concept: the table's entries, then the expansion's (exact, then prefix families)."""
+        table = set(self.concepts)
+        extra = [self._member(k) for k in self._expanded]
+        extra += [c for c in self.prefix_concepts() if c not in table]
+        return self.concepts + tuple(extra)
+
+
+_CONCEPT_DEFAULTS: dict[str, Any] = {}
+
+
+def _fast_concept(member: Mapping[str, Any], value_set_id: str) -> Concept:
+    """A Concept from an expansion member, without the frozen dataclass's per-field ``object.__setattr__``
+    (~10x faster). The result is an ordinary, equal and hashable Concept."""
+    if not _CONCEPT_DEFAULTS:
+        _CONCEPT_DEFAULTS.update({f.name: f.default for f in fields(Concept)})
+    values = dict(_CONCEPT_DEFAULTS)
+    values.update(system=member["system"], code=member["code"], display=member["display"], status="expansion",
+                  value_set=value_set_id, match=member.get("match", "exact"), review=member.get("review"),
+                  qualifier=member.get("qualifier"), note=member.get("note"),
+                  source=f"{member['source']} {member['source_version']}")
+    concept = object.__new__(Concept)
+    concept.__dict__.update(values)
+    return concept
+
+
+@dataclass(frozen=True)
+class SafetyNet:
+    """Reviewed display/text patterns for one value set (``fhir_mappings/safety-net/<id>.json``).
+
+    What the tables still miss must not read as "None recorded": a resource of one of ``kinds`` whose codes no
+    table recognises, but whose display or text names the concept, leaves the criterion open. The mechanism is
+    generic (any resource kind, any value set): a medication net is a file with medication kinds.
+    """
+
+    value_set: str
+    concept: str
+    kinds: frozenset[str]
+    pattern: re.Pattern[str]
+    exclude: re.Pattern[str] | None
+    active_only: bool = False
+    within_days: int | None = None
+
+    def names(self, text: str | None) -> bool:
+        """Whether ``text`` names the concept (a pattern matches and no exclusion does)."""
+        if not text or self.pattern.search(text) is None:
+            return False
+        return self.exclude is None or self.exclude.search(text) is None
+
 
 class CodeTables:
     """All value sets, by id, with system-alias normalisation."""
 
-    def __init__(self, value_sets: Mapping[str, ValueSet], aliases: Mapping[str, str]) -> None:
+    def __init__(self, value_sets: Mapping[str, ValueSet], aliases: Mapping[str, str],
+                 safety_nets: Mapping[str, SafetyNet] | None = None) -> None:
         self.value_sets = dict(value_sets)
         self.aliases = dict(aliases)
+        self.safety_nets = dict(safety_nets or {})
+        # Per resource kind, the nets that read it (the relevance filter asks "could any net want this text?").
+        self._nets_by_kind: dict[str, list[SafetyNet]] = {}
+        for net in self.safety_nets.values():
+            for kind in net.kinds:
+                self._nets_by_kind.setdefault(kind, []).append(net)
         # Reverse index: (system, code) -> value-set ids, and per system the prefix entries, so that
         # finding every set a coding belongs to costs one dict lookup plus a short prefix scan.
         self._exact_index: dict[Coding, set[str]] = {}
         self._prefix_index: dict[str, list[tuple[str, str]]] = {}
         for vs in self.value_sets.values():
-            for c in vs.concepts:
-                if c.match == "prefix":
-                    self._prefix_index.setdefault(c.system, []).append((c.code, vs.id))
-                else:
-                    self._exact_index.setdefault((c.system, c.code), set()).add(vs.id)
+            for key in vs.exact_codings():
+                self._exact_index.setdefault(key, set()).add(vs.id)
+            for c in vs.prefix_concepts():
+                self._prefix_index.setdefault(c.system, []).append((c.code, vs.id))
         self.sets_for = lru_cache(maxsize=65536)(self._sets_for)
 
     def __getitem__(self, value_set_id: str) -> ValueSet:
@@ -183,6 +277,14 @@ class CodeTables:
             return None
         return min(hits, key=lambda c: (c.review is not None, c.qualifier is None))
 
+    def nets_naming(self, kind: str, texts: Iterable[str | None]) -> list[SafetyNet]:
+        """The safety nets for resources of ``kind`` that one of ``texts`` names."""
+        nets = self._nets_by_kind.get(kind)
+        if not nets:
+            return []
+        texts = [t for t in texts if t]
+        return [n for n in nets if any(n.names(t) for t in texts)]
+
     def matching_sets(self, codings: Iterable[Coding]) -> frozenset[str]:
         """Ids of every value set any of the codings belongs to (used to index and pre-select resources)."""
         out: frozenset[str] = frozenset()
@@ -206,7 +308,19 @@ def _fast_validator(schema: dict[str, Any]) -> Any:
         return None
 
 
-def _read_table(path: Path, validator: jsonschema.protocols.Validator, fast: Any = None) -> dict[str, Any]:
+def _slow_validator(schema: dict[str, Any]) -> Any:
+    """jsonschema's validator of ``schema``: it judges (and explains) what the fast validator does not accept.
+
+    Imported here, not at module level: jsonschema and its referencing stack cost ~0.1 s of every command's
+    start-up, and a shipped table set that the fast validator accepts never needs them (issue 14).
+    """
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _read_table(path: Path, validator: Any, fast: Any = None) -> dict[str, Any]:
+    """One table, validated; ``validator`` is a zero-argument callable giving jsonschema's validator."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -214,7 +328,7 @@ def _read_table(path: Path, validator: jsonschema.protocols.Validator, fast: Any
     # A table the fast validator finds valid is valid; anything else is judged (and explained) by jsonschema,
     # so a stricter fast validator (e.g. its regex ``$``) can never refuse a table jsonschema accepts.
     errors = [] if fast is not None and fast.is_valid(data) else \
-        sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+        sorted(validator().iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
@@ -258,15 +372,94 @@ def _concepts(data: Mapping[str, Any], value_set_id: str) -> list[Concept]:
     ]
 
 
+def _expansion(path: Path, schema: dict[str, Any], fast: Any, value_set_id: str) -> list[dict[str, Any]]:
+    """The members of a generated expansion (validated like a table: jsonschema only explains a refusal)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"expansion {path}: cannot be read as JSON: {exc}") from exc
+    if not (fast is not None and fast.is_valid(data)):
+        errors = sorted(_slow_validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+        if errors:
+            where = "/".join(str(p) for p in errors[0].absolute_path) or "(top level)"
+            raise ConfigurationError(f"expansion {path}: invalid at {where}: {errors[0].message}")
+    if data["id"] != value_set_id:
+        raise ConfigurationError(f"expansion {path}: id {data['id']!r} does not match the file name")
+    return list(data["members"])
+
+
+def _expansions(base: Path, ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    folder = base / "expansions"
+    if not folder.is_dir():
+        return {}
+    schema_path = base / "schema" / "expansion.schema.json"
+    try:
+        schema = _schema(schema_path)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"expansion schema {schema_path} cannot be read: {exc}") from exc
+    fast = _fast_validator(schema)
+    known = set(ids)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(folder.glob("*.json")):
+        if path.stem not in known:
+            raise ConfigurationError(f"expansion {path}: no value set {path.stem!r} to expand")
+        out[path.stem] = _expansion(path, schema, fast, path.stem)
+    return out
+
+
+def _safety_nets(base: Path, ids: Iterable[str]) -> dict[str, SafetyNet]:
+    folder = base / "safety-net"
+    if not folder.is_dir():
+        return {}
+    schema_path = base / "schema" / "safety-net.schema.json"
+    try:
+        schema = _schema(schema_path)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"safety-net schema {schema_path} cannot be read: {exc}") from exc
+    fast = _fast_validator(schema)
+    known = set(ids)
+    out: dict[str, SafetyNet] = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigurationError(f"safety net {path}: cannot be read as JSON: {exc}") from exc
+        errors = [] if fast is not None and fast.is_valid(data) else \
+            sorted(_slow_validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+        if errors:
+            where = "/".join(str(p) for p in errors[0].absolute_path) or "(top level)"
+            raise ConfigurationError(f"safety net {path}: invalid at {where}: {errors[0].message}")
+        if data["value_set"] != path.stem or path.stem not in known:
+            raise ConfigurationError(f"safety net {path}: value_set {data['value_set']!r} must be the file name "
+                                     "and an existing value set")
+        try:
+            pattern = re.compile("|".join(f"(?:{p})" for p in data["patterns"]), re.IGNORECASE)
+            exclude = re.compile("|".join(f"(?:{p})" for p in data["exclude"]), re.IGNORECASE) \
+                if data.get("exclude") else None
+        except re.error as exc:
+            raise ConfigurationError(f"safety net {path}: a pattern is not a valid regular expression: {exc}") from exc
+        out[path.stem] = SafetyNet(value_set=path.stem, concept=data["concept"], kinds=frozenset(data["kinds"]),
+                                   pattern=pattern, exclude=exclude, active_only=data.get("active_only", False),
+                                   within_days=data.get("within_days"))
+    return out
+
+
 def load_code_tables(mappings_dir: Path | None = None, site_dir: Path | None = None) -> CodeTables:
     """Load and validate every value set (shipped, then site tables merged over them)."""
     base = Path(mappings_dir) if mappings_dir else default_mappings_dir()
     schema_path = base / "schema" / "value-set.schema.json"
     try:
-        validator = jsonschema.Draft202012Validator(_schema(schema_path))
-        fast = _fast_validator(_schema(schema_path))
+        schema = _schema(schema_path)
+        fast = _fast_validator(schema)
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigurationError(f"value-set schema {schema_path} cannot be read: {exc}") from exc
+    slow: list[Any] = []
+
+    def validator() -> Any:
+        if not slow:
+            slow.append(_slow_validator(schema))
+        return slow[0]
+
     raw: dict[str, dict[str, Any]] = {}
     concepts: dict[str, list[Concept]] = {}
     files = sorted((base / "value-sets").glob("*.json"))
@@ -276,6 +469,7 @@ def load_code_tables(mappings_dir: Path | None = None, site_dir: Path | None = N
         data = _read_table(path, validator, fast)
         raw[data["id"]] = data
         concepts[data["id"]] = _concepts(data, data["id"])
+    expansions = _expansions(base, raw)
     if site_dir is not None:
         site = Path(site_dir)
         if not site.is_dir():
@@ -297,4 +491,5 @@ def load_code_tables(mappings_dir: Path | None = None, site_dir: Path | None = N
             aliases = dict(json.loads(systems_path.read_text(encoding="utf-8")).get("aliases", {}))
         except (OSError, json.JSONDecodeError, AttributeError) as exc:
             raise ConfigurationError(f"{systems_path}: cannot be read: {exc}") from exc
-    return CodeTables({k: ValueSet.build(raw[k], concepts[k]) for k in raw}, aliases)
+    return CodeTables({k: ValueSet.build(raw[k], concepts[k], expansions.get(k, ())) for k in raw}, aliases,
+                      _safety_nets(base, raw))

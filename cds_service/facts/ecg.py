@@ -434,31 +434,54 @@ class BloodPressure:
         return to_tenth(mean(m.value for m in self.diastolic)) if self.diastolic else None
 
 
-def screening_blood_pressure(facts: Facts, visit_hours: float | None, recency: str = "blood_pressure"
-                             ) -> BloodPressure:
+def screening_blood_pressure(facts: Facts, visit_hours: float | None, recency: str = "blood_pressure", *,
+                             min_readings: int = 1, across_visits: str = "none") -> BloodPressure:
     """Systolic and diastolic readings of the latest visit within the recency window.
 
     The visit is the newest reading and every reading taken less than ``visit_hours`` before it (None: every
-    reading in the window). A value repeated at the same time in another resource counts once.
+    reading in the window). A value repeated at the same time in another resource counts once. When the visit
+    holds fewer than ``min_readings`` readings of a kind and ``across_visits`` is ``"latest"``
+    (``windows.bp_readings_across_visits``), both kinds are taken as the newest ``min_readings`` readings in the
+    window instead, across visits (hypertension is defined on readings at two or more visits).
     """
     found = gather(facts, (SYSTOLIC, DIASTOLIC), recency)
-    current = found.current
     days = facts.rules.recency_days[recency]
-    if current and visit_hours is not None:
-        newest = current[0].effective.start
+    every = f"every reading in the {days} days before {facts.at.date().isoformat()}"
+    if found.current and visit_hours is not None:
+        newest = found.current[0].effective.start
         cutoff = newest - timedelta(hours=visit_hours)
-        current = tuple(m for m in current if m.effective.start > cutoff)
+        visit = tuple(m for m in found.current if m.effective.start > cutoff)
+        picked = _distinct(visit)
         scope = (f"the readings of the latest visit (within {_fmt(visit_hours)} h before the newest reading, "
-                 f"{current[0].effective.display()})")
+                 f"{visit[0].effective.display()})")
+        short = any(len(picked[0][k]) < min_readings for k in (SYSTOLIC, DIASTOLIC))
+        if short and across_visits == "latest":
+            picked = _distinct(found.current, limit=min_readings)
+            scope = (f"the latest {min_readings} readings in the {days} days before "
+                     f"{facts.at.date().isoformat()} (fewer at the latest visit)")
     else:
-        scope = f"every reading in the {days} days before {facts.at.date().isoformat()}"
+        picked = _distinct(found.current)
+        scope = every
+    kept, unusable, duplicates = picked
+    return BloodPressure(tuple(kept[SYSTOLIC]), tuple(kept[DIASTOLIC]), tuple(unusable), tuple(duplicates),
+                         found.stale[0] if found.stale else None, found.preliminary, scope)
+
+
+def _distinct(readings: Sequence[Measurement], limit: int | None = None
+              ) -> tuple[dict[str, list[Measurement]], list[Measurement], list[Measurement]]:
+    """Readings split by kind (newest first), a value repeated at the same time counted once; with ``limit``,
+    at most that many readings of each kind (usable or not: an unreadable newest reading is not skipped)."""
     kept: dict[str, list[Measurement]] = {SYSTOLIC: [], DIASTOLIC: []}
     seen: set[tuple] = set()
     unusable: list[Measurement] = []
     duplicates: list[Measurement] = []
-    for m in current:
+    taken = {SYSTOLIC: 0, DIASTOLIC: 0}
+    for m in readings:
+        if limit is not None and taken[m.kind] >= limit:
+            continue
         if not m.usable:
             unusable.append(m)
+            taken[m.kind] += 1
             continue
         key = (m.kind, m.effective.start, m.effective.end, round(m.value, 6))
         if key in seen:
@@ -466,8 +489,8 @@ def screening_blood_pressure(facts: Facts, visit_hours: float | None, recency: s
             continue
         seen.add(key)
         kept[m.kind].append(m)
-    return BloodPressure(tuple(kept[SYSTOLIC]), tuple(kept[DIASTOLIC]), tuple(unusable), tuple(duplicates),
-                         found.stale[0] if found.stale else None, found.preliminary, scope)
+        taken[m.kind] += 1
+    return kept, unusable, duplicates
 
 
 # --- LVEF -----------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ This module does no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from cds_service.facts.clinical import (
 )
 from cds_service.facts.codes import Concept
 from cds_service.facts.dates import DateRange, ensure_aware, parse_fhir_date
+from cds_service.facts.drugs import DrugTables
 from cds_service.facts.medications import MedicationFact, medication_fact
 from cds_service.facts.units import Quantity, convert
 from cds_service.gather.record import DataProblem, PatientRecord
@@ -89,19 +90,21 @@ class Facts:
         self.at = ensure_aware(at)
         self.tables = knowledge.tables
         self.rules = knowledge.rules
+        self.drugs = knowledge.drugs
         self.patient_ref = record.patient_ref
         medications = {m.id: m for m in record.of_type("Medication") if m.id}
         self._by_set: dict[str, dict[str, list[Any]]] = {}
         self._all: dict[str, list[Any]] = {}
+        self._unrecognised: dict[str, list[Any]] = {}
         builders: dict[str, Callable[[Any], Any]] = {
             "Condition": condition_fact,
             "Observation": observation_fact,
             "Procedure": procedure_fact,
             "Immunization": immunization_fact,
-            "AllergyIntolerance": allergy_fact,
-            "MedicationAdministration": lambda r: medication_fact(r, medications),
-            "MedicationStatement": lambda r: medication_fact(r, medications),
-            "MedicationRequest": lambda r: medication_fact(r, medications),
+            "AllergyIntolerance": lambda r: _with_ingredients(allergy_fact(r), self.drugs),
+            "MedicationAdministration": lambda r: medication_fact(r, medications, self.drugs),
+            "MedicationStatement": lambda r: medication_fact(r, medications, self.drugs),
+            "MedicationRequest": lambda r: medication_fact(r, medications, self.drugs),
         }
         for rtype, build in builders.items():
             group = "Medication" if rtype.startswith("Medication") else rtype
@@ -319,11 +322,70 @@ class Facts:
             if value_set is None or not problem.codings or \
                     self.tables.match_codings(problem.codings, value_set) is not None:
                 return f"{problem.reference} could not be read ({problem.message})"
+        if value_set is not None:
+            suspect = self.unrecognised(kinds, value_set)
+            if suspect is not None:
+                return suspect
         return None
+
+    def unrecognised(self, kinds: Iterable[str], value_set: str) -> str | None:
+        """The safety net: an entry no code table recognises whose display names the value set's concept.
+
+        The tables are terminology, but no table is complete: a local code, a newer SNOMED CT concept or a
+        national code system the tables do not hold would otherwise read as "None recorded". The reviewed
+        patterns of ``fhir_mappings/safety-net/<value_set>.json`` say which displays name the concept.
+        """
+        net = self.tables.safety_nets.get(value_set)
+        if net is None:
+            return None
+        for kind in kinds:
+            if kind not in net.kinds:
+                continue
+            group = "Medication" if kind.startswith("Medication") else kind
+            for fact in self._unrecognised_facts(group):
+                if not fact.ref.startswith(kind + "/") or not net.names(fact.display):
+                    continue
+                if net.active_only and getattr(fact, "active", None) is False:
+                    continue  # a resolved or inactive condition: the criterion reads current disease only
+                date = getattr(fact, "date", None)
+                if net.within_days is not None and date is not None and \
+                        date.end <= self.at - timedelta(days=net.within_days):
+                    continue  # dated before every window the criterion reads
+                if date is not None and date.start > self.at:
+                    continue  # planned or future-dated
+                code = f"{fact.codings[0][0]}|{fact.codings[0][1]}" if fact.codings else None
+                what = f"unrecognised code {code}" if code else "uncoded entry"
+                return f"{what} '{fact.display}' ({fact.ref}) may be {net.concept}: confirm"
+        return None
+
+    def _unrecognised_facts(self, group: str) -> list[Any]:
+        """Facts of a group none of whose codes any value set holds (computed once per group)."""
+        cached = self._unrecognised.get(group)
+        if cached is None:
+            cached = []
+            for fact in self._all.get(group, ()):
+                codings = fact.all_codings if isinstance(fact, AllergyFact) else fact.codings
+                if not self.tables.matching_sets(codings):
+                    cached.append(fact)
+            cached.sort(key=_newest_first)
+            self._unrecognised[group] = cached
+        return cached
 
     @property
     def problems(self) -> list[DataProblem]:
         return self.record.problems
+
+
+def _with_ingredients(fact: AllergyFact | None, drugs: DrugTables) -> AllergyFact | None:
+    """An allergy coded as a drug product (fludarabine phosphate 50 MG Injection) or a brand is an allergy to its
+    ingredients: their RxNorm ingredient and ATC codes are added to the substance codes."""
+    if fact is None:
+        return None
+    match = drugs.resolve(fact.all_codings, (fact.display,), tuple((s, c, None) for s, c in fact.all_codings))
+    if match is None:
+        return fact
+    extra = tuple(c for c in match.codings if c not in fact.all_codings)
+    return replace(fact, reaction_substances=fact.reaction_substances + extra) if extra else fact
 
 
 def _value_signature(obs: ObservationFact) -> tuple[Any, ...]:

@@ -24,6 +24,8 @@ from typing import Any
 from cds_service.criteria.result import Result
 from cds_service.facts.clinical import Coding, choice_date, codings_of, period_range
 from cds_service.facts.dates import DateRange, in_window, parse_fhir_date
+from cds_service.facts.drug_names import form_route
+from cds_service.facts.drugs import DrugMatch, DrugTables
 from cds_service.facts.units import Quantity, convert
 
 __all__ = [
@@ -55,6 +57,24 @@ class MedicationFact:
     doses_per_day: float | None
     route: tuple[Coding, ...]
     recorded: DateRange | None = None  # authoredOn / dateAsserted: an upper bound, never an event date
+    drug: DrugMatch | None = None  # its ingredients (facts.drugs), however the medication was coded or written
+    prophylaxis: str | None = None  # the reason / dosage text / note by which the record itself says prophylaxis
+    dose_note: str | None = None  # how the dose in mg was derived from the product ("1 tablet x 4 mg")
+
+    @property
+    def ingredients(self) -> tuple[str, ...]:
+        return self.drug.names if self.drug is not None else ()
+
+    route_text: str | None = None  # the route written without a code ("IV", "PO", "topical")
+
+    @property
+    def form_route(self) -> str | None:
+        """"systemic" / "non-systemic" as an uncoded route text ("IV") or else the product's dose form (oral
+        tablet, cream) says; None when neither does. Read only when the record has no coded route."""
+        said = form_route(self.route_text)
+        if said is not None:
+            return said
+        return self.drug.route if self.drug is not None else None
 
     @property
     def date(self) -> DateRange | None:
@@ -70,6 +90,44 @@ class MedicationFact:
         return self.status == "intended"
 
 
+def _displays(concept: Any) -> tuple[tuple[str, str, str | None], ...]:
+    if concept is None:
+        return ()
+    return tuple((c.system or "", c.code or "", c.display) for c in concept.coding or ())
+
+
+def _medication_texts(res: Any, medications: Mapping[str, Any]
+                      ) -> tuple[tuple[str | None, ...], tuple[tuple[str, str, str | None], ...]]:
+    """The texts and (system, code, display) triples that name the medication, for the drug resolver."""
+    concept = getattr(res, "medicationCodeableConcept", None)
+    if concept is not None:
+        return (concept.text,), _displays(concept)
+    ref = getattr(res, "medicationReference", None)
+    if ref is None:
+        return (), ()
+    med = _referenced(res, ref, medications)
+    if med is None:
+        return (ref.display,), ()
+    code = getattr(med, "code", None)
+    triples = list(_displays(code))
+    for ing in getattr(med, "ingredient", None) or ():
+        triples.extend(_displays(getattr(ing, "itemCodeableConcept", None)))
+    return (code.text if code is not None else None, ref.display), tuple(triples)
+
+
+def _referenced(res: Any, ref: Any, medications: Mapping[str, Any]) -> Any:
+    target = ref.reference or ""
+    if not target:
+        return None
+    if target.startswith("#"):
+        for contained in res.contained or ():
+            if getattr(contained, "id", None) == target[1:]:
+                return contained
+        return None
+    key = target.rsplit("/", 1)[-1] if "/" in target else target
+    return medications.get(key.removeprefix("urn:uuid:"))
+
+
 def _resolve_medication(res: Any, medications: Mapping[str, Any]) -> tuple[tuple[Coding, ...], str | None]:
     concept = getattr(res, "medicationCodeableConcept", None)
     if concept is not None:
@@ -78,16 +136,7 @@ def _resolve_medication(res: Any, medications: Mapping[str, Any]) -> tuple[tuple
     ref = getattr(res, "medicationReference", None)
     if ref is None or not ref.reference:
         return (), None
-    target = ref.reference
-    med = None
-    if target.startswith("#"):
-        for contained in res.contained or ():
-            if getattr(contained, "id", None) == target[1:]:
-                med = contained
-    else:
-        key = target.rsplit("/", 1)[-1] if "/" in target else target
-        key = key.removeprefix("urn:uuid:")
-        med = medications.get(key)
+    med = _referenced(res, ref, medications)
     if med is None:
         return (), ref.display
     codes = list(codings_of(getattr(med, "code", None)))
@@ -129,12 +178,64 @@ def _dose_of(dosage: Any) -> tuple[Quantity | None, float | None, tuple[Coding, 
     return dose, per_day, route
 
 
-def medication_fact(res: Any, medications: Mapping[str, Any]) -> MedicationFact | None:
+def _stated_texts(res: Any, rtype: str) -> tuple[list[str | None], list[Coding]]:
+    """Reason, dosage text and note of a medication record: where an order says what it is for."""
+    texts: list[str | None] = []
+    codings: list[Coding] = []
+    reasons = _field(res, "reasonCode") or []
+    for r in reasons:
+        texts.append(r.text)
+        texts.extend(c.display for c in r.coding or ())
+        codings.extend(codings_of(r))
+    for n in _field(res, "note") or ():
+        texts.append(n.text)
+    dosages = [res.dosage] if rtype == "MedicationAdministration" else list(
+        _field(res, "dosage") or _field(res, "dosageInstruction") or [])
+    for d in dosages:
+        if d is None:
+            continue
+        texts.append(_field(d, "text"))
+        texts.append(_field(d, "patientInstruction"))
+        for extra in _field(d, "additionalInstruction") or ():
+            texts.append(extra.text)
+    return texts, codings
+
+
+def _product_dose(dose: Quantity | None, drug: DrugMatch | None) -> tuple[Quantity | None, str | None]:
+    """A dose counted in the product's units ("1 tablet") as milligrams of its ingredient, when the product says
+    its strength (dexamethasone 4 MG Oral Tablet: 1 tablet = 4 mg)."""
+    if dose is None or drug is None or convert(dose.value, dose.unit, "mg") is not None:
+        return dose, None
+    mg = drug.dose_mg(dose.value, dose.unit)
+    if mg is None:
+        return dose, None
+    one = drug.ingredients[0]
+    note = f"{_num(dose.value)} {dose.unit} x {_num(one.strength or 0)} {one.unit} {one.ingredient.name}"
+    return Quantity(mg, "mg", dose.comparator), note
+
+
+def medication_fact(res: Any, medications: Mapping[str, Any], drugs: DrugTables | None = None
+                    ) -> MedicationFact | None:
+    """The fact of one medication record (None when its status says it was not given / is in error).
+
+    With ``drugs``, the medication is resolved to its ingredients (``facts.drugs``): their RxNorm ingredient
+    and ATC codes are added to ``codings`` (after the record's own), so every value set that lists the
+    ingredient or its ATC class recognises a product, a brand, a pack or plain text; a dose in the product's
+    units becomes milligrams; and a reason or note saying "prophylaxis" is kept (E7).
+    """
     rtype = res.__resource_type__ if hasattr(res, "__resource_type__") else type(res).__name__
     status = res.status
     if status not in _KEEP_STATUS.get(rtype, ()):
         return None
     codes, display = _resolve_medication(res, medications)
+    drug = prophylaxis = None
+    if drugs is not None:
+        texts, triples = _medication_texts(res, medications)
+        drug = drugs.resolve(codes, texts, triples)
+        if drug is not None:
+            codes = tuple(dict.fromkeys(codes + drug.codings))
+        stated, reason_codes = _stated_texts(res, rtype)
+        prophylaxis = drugs.states_prophylaxis(stated, reason_codes)
     recorded = None
     if rtype == "MedicationAdministration":
         period = choice_date(res, "effective")
@@ -164,6 +265,13 @@ def medication_fact(res: Any, medications: Mapping[str, Any]) -> MedicationFact 
             # Only the order date is known: the drug was given on or after it (if at all).
             period = DateRange(recorded.start, recorded.end, recorded.display() + "..")
         ongoing = status in {"active", "on-hold"} and (period is None or period.text.endswith(".."))
+    dose, dose_note = _product_dose(dose, drug)
+    route_text = None
+    if not route:
+        dosages = [res.dosage] if rtype == "MedicationAdministration" else list(
+            _field(res, "dosage") or _field(res, "dosageInstruction") or [])
+        route_text = next((d.route.text for d in dosages if d is not None and _field(d, "route") is not None
+                           and d.route.text), None)
     return MedicationFact(
         ref=f"{rtype}/{res.id}",
         source=rtype,
@@ -176,6 +284,10 @@ def medication_fact(res: Any, medications: Mapping[str, Any]) -> MedicationFact 
         doses_per_day=per_day,
         route=route,
         recorded=recorded,
+        drug=drug,
+        prophylaxis=prophylaxis,
+        dose_note=dose_note,
+        route_text=route_text,
     )
 
 

@@ -1,7 +1,8 @@
 """Reading records from files: Bundle JSON (collection, searchset, transaction, batch), NDJSON, or folders.
 
 A bundle may hold several patients; each resource is given to the patient its ``subject`` / ``patient``
-reference points at (``Patient/<id>`` or a ``urn:uuid:`` fullUrl). Resources that belong to no patient
+reference points at (``Patient/<id>`` or a ``urn:uuid:`` fullUrl, by ``references``' rules); one whose reference
+points at no patient is given to nobody. Resources that belong to no patient
 (Medication, Organization...) are shared with every patient of that file, so references to them resolve.
 A file given on the command line counts as the patient's whole record: every kind of data is "retrieved".
 """
@@ -18,10 +19,16 @@ import orjson
 
 from cds_service.errors import InputError
 from cds_service.gather.record import PatientRecord, build_record, relevant_to
+from cds_service.gather.references import _RELATIVE, PATIENT_LINK, patient_link
 
 __all__ = ["RawPatient", "expand_paths", "read_path", "group_by_patient", "records_from_paths", "patient_reference_of"]
 
-_PATIENT_LINKS = ("subject", "patient", "beneficiary")
+
+
+def patient_link_type(resource: Mapping[str, Any]) -> bool:
+    """True for a resource type that belongs to a patient (it has a subject/patient link the criteria read)."""
+    rtype = resource.get("resourceType")
+    return isinstance(rtype, str) and rtype in PATIENT_LINK
 
 
 @dataclass
@@ -31,6 +38,7 @@ class RawPatient:
     patient_ref: str
     resources: list[dict[str, Any]]
     source: str
+    set_aside: int = 0  # resources of the file that name no patient they can be given to
 
 
 def _bundle_resources(data: Mapping[str, Any], source: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -109,31 +117,49 @@ def read_path(path: Path) -> Iterator[tuple[str, list[dict[str, Any]], dict[str,
 
 
 def patient_reference_of(resource: Mapping[str, Any], full_urls: Mapping[str, str]) -> str | None:
-    """The 'Patient/<id>' a resource belongs to, or None if it names no patient."""
-    if resource.get("resourceType") == "Patient":
+    """The 'Patient/<id>' a resource belongs to, or None when it names no patient it can be given to.
+
+    The reference must be one whole FHIR reference (``references``' rules): ``Patient/<id>`` (optionally
+    versioned), or a fullUrl of the same file that maps to a Patient. ``patient/x``, ``Group/...``, identifier-only
+    references, unknown ``urn:uuid``s and ``Patient/a#Patient/b`` name no patient: such a resource is given to
+    nobody (``group_by_patient`` sets it aside), never shared with everyone.
+    """
+    rtype = resource.get("resourceType")
+    if rtype == "Patient":
         rid = resource.get("id")
-        return f"Patient/{rid}" if rid else None
-    for key in _PATIENT_LINKS:
-        link = resource.get(key)
-        if isinstance(link, Mapping):
-            ref = link.get("reference")
-            if isinstance(ref, str):
-                ref = full_urls.get(ref, ref)
-                if "Patient/" in ref:
-                    return "Patient/" + ref.rsplit("Patient/", 1)[1].split("/_history")[0]
-    return None
+        return f"Patient/{rid}" if isinstance(rid, str) and rid else None
+    link = patient_link(resource)
+    if not isinstance(link, Mapping):
+        return None
+    ref = link.get("reference")
+    if not isinstance(ref, str):
+        return None
+    ref = full_urls.get(ref, ref)
+    m = _RELATIVE.fullmatch(ref)
+    if m is None or m.group("type") != "Patient":
+        return None
+    return f"Patient/{m.group('id')}"
 
 
 def group_by_patient(
     resources: list[dict[str, Any]], full_urls: Mapping[str, str], source: str
 ) -> list[RawPatient]:
-    """Split one file's resources by patient, in the order the patients appear."""
+    """Split one file's resources by patient, in the order the patients appear.
+
+    Resources of a patient-linked type whose reference names no patient (``patient_reference_of``), and Patients
+    without an id, are set aside: they are nobody's evidence. Only resources that belong to no patient
+    (Medication...) are shared with every patient of the file.
+    """
     patients: dict[str, RawPatient] = {}
     shared: list[dict[str, Any]] = []
     orphans: dict[str, list[dict[str, Any]]] = {}
+    set_aside: list[int] = []
     for res in resources:
         ref = patient_reference_of(res, full_urls)
         if ref is None:
+            if res.get("resourceType") == "Patient" or patient_link_type(res):
+                set_aside.append(1)
+                continue
             shared.append(res)
             continue
         if res.get("resourceType") == "Patient":
@@ -148,6 +174,7 @@ def group_by_patient(
         patients.setdefault(ref, RawPatient(ref, [], source)).resources.extend(extra)
     for p in patients.values():
         p.resources.extend(shared)
+        p.set_aside = len(set_aside)
     return list(patients.values())
 
 
@@ -164,6 +191,7 @@ def records_from_paths(paths: list[Path], tables: Any = None, *, at: datetime | 
         try:
             for source, resources, urls in read_path(path):
                 for raw in group_by_patient(resources, urls, source):
-                    yield build_record(raw.patient_ref, raw.resources, keep=keep, checked=checked)
+                    yield build_record(raw.patient_ref, raw.resources, keep=keep, checked=checked,
+                                       set_aside=raw.set_aside)
         except InputError as exc:
             yield exc

@@ -17,11 +17,10 @@ as an exception out of ``fetch_all``.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
+import zlib
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -30,19 +29,19 @@ from urllib.parse import urljoin, urlsplit
 
 import orjson
 import requests
-from requests.adapters import HTTPAdapter
 
 from cds_service.errors import FhirError, FhirNotFound, FhirNotTrusted, FhirUnauthorized, FhirUnavailable
+from cds_service.gather.transport import Aborted, CallTransport, Refused, TooLarge
+from cds_service.gather.urls import NormalUrl, normalise
 from cds_service.observability import observe_fhir
 
-__all__ = ["Allowlist", "Deadline", "FhirClient", "KindResult", "Query", "session_for", "FHIR_JSON"]
+__all__ = ["Allowlist", "Deadline", "FhirClient", "KindResult", "Query", "FHIR_JSON"]
 
 log = logging.getLogger("trialscreen.fhir")
 
 FHIR_JSON = "application/fhir+json"
 _ACCEPT = f"{FHIR_JSON}, application/json;q=0.9"
 _MAX_REDIRECTS = 3
-_MAX_BODY_BYTES = 64 * 1024 * 1024
 _MAX_MEDICATION_READS = 50
 _RETRY_STATUSES = {429, 502, 503, 504}
 # Retries (GETs are idempotent, so retrying is safe): at most one per URL, for 429/502/503/504, a refused or
@@ -50,91 +49,41 @@ _RETRY_STATUSES = {429, 502, 503, 504}
 # minimal request still fits before the deadline.
 _RETRY_PAUSE = 0.2  # seconds, when the server does not say how long
 _MIN_REQUEST_TIME = 0.25  # seconds a retried request needs at least to be worth sending
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 # --- the allowlist -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class _Origin:
-    scheme: str
-    host: str
-    port: int
-    path: str  # without trailing slash
-
-
-def _origin(url: str) -> _Origin | None:
-    """Scheme, host, port and path of an absolute http(s) URL, or None when it is not one we would contact."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
-        return None  # credentials in the URL are a classic trick to disguise the real host
-    return _Origin(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme], parts.path.rstrip("/"))
-
-
-@dataclass(frozen=True)
 class Allowlist:
-    """Trusted FHIR servers: base URLs or prefixes. A URL is trusted when its scheme, host and port equal an
-    entry's and its path starts with the entry's path (whole segments). ``http://`` is trusted only when an
+    """Trusted FHIR servers: base URLs or prefixes. A URL is trusted when, both put in canonical form
+    (``urls.normalise``: case, default port, percent-encoding, dot-segments), its scheme, host and port equal an
+    entry's and the entry's path segments are a prefix of its path segments. ``http://`` is trusted only when an
     entry names ``http://`` itself."""
 
-    entries: tuple[_Origin, ...] = ()
+    entries: tuple[NormalUrl, ...] = ()
 
     @classmethod
     def parse(cls, values: tuple[str, ...] | list[str]) -> Allowlist:
         """Parse the configured entries; ValueError names an entry that is not an http(s) URL."""
         out = []
         for value in values:
-            origin = _origin(value)
-            if origin is None:
+            origin = normalise(value)
+            if origin is None or origin.query:
                 raise ValueError(f"not an http(s) base URL: {value!r}")
             out.append(origin)
         return cls(tuple(out))
 
     def allows(self, url: str) -> bool:
         """True when ``url`` may be sent the EHR's token."""
-        target = _origin(url)
+        return self.canonical(url) is not None
+
+    def canonical(self, url: str) -> str | None:
+        """The canonical form of ``url`` (what is sent) when it is trusted, else None."""
+        target = normalise(url)
         if target is None:
-            return False
-        for e in self.entries:
-            if (e.scheme, e.host, e.port) != (target.scheme, target.host, target.port):
-                continue
-            if not e.path or target.path == e.path or target.path.startswith(e.path + "/"):
-                return True
-        return False
-
-
-# --- sessions ----------------------------------------------------------------------------------------------
-_SESSIONS: OrderedDict[str, requests.Session] = OrderedDict()
-_SESSIONS_LOCK = threading.Lock()
-_MAX_SESSIONS = 16
-
-
-def session_for(base_url: str) -> requests.Session:
-    """The pooled session for one FHIR server (a small LRU cache keyed by base URL). It carries no token."""
-    key = base_url.rstrip("/")
-    with _SESSIONS_LOCK:
-        session = _SESSIONS.get(key)
-        if session is not None:
-            _SESSIONS.move_to_end(key)
-            return session
-        session = requests.Session()
-        session.trust_env = False  # no proxies or .netrc credentials picked up from the environment
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        session.headers.update({"Accept": _ACCEPT, "User-Agent": "TrialScreen"})
-        _SESSIONS[key] = session
-        while len(_SESSIONS) > _MAX_SESSIONS:
-            _, old = _SESSIONS.popitem(last=False)
-            old.close()
-        return session
-
-
-_EXECUTOR = ThreadPoolExecutor(max_workers=16, thread_name_prefix="trialscreen-fhir")
+            return None
+        if any(target.within(e) for e in self.entries):
+            return target.text()
+        return None
 
 
 # --- deadline, queries, results ----------------------------------------------------------------------------
@@ -167,6 +116,7 @@ class KindResult:
 
     resources: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    full_urls: list[str | None] = field(default_factory=list)  # each resource's Bundle entry fullUrl
 
 
 def _reason(exc: FhirError) -> str:
@@ -174,11 +124,12 @@ def _reason(exc: FhirError) -> str:
 
 
 class FhirClient:
-    """Reads from one trusted FHIR server with the EHR's token. Create one per hook call (cheap: the pooled
-    session is shared)."""
+    """Reads from one trusted FHIR server with the EHR's token. Create one per hook call and ``close`` it when
+    the call ends: its HTTP state (``transport.CallTransport``: session, pinned addresses, threads, sockets,
+    byte counts) is the call's own."""
 
     def __init__(self, base_url: str, *, token: str | None, allowlist: Allowlist, max_pages: int,
-                 deadline: Deadline, request_id: str = "-") -> None:
+                 deadline: Deadline, request_id: str = "-", transport: CallTransport | None = None) -> None:
         self.base = base_url.rstrip("/") + "/"
         self._token = token
         self.allowlist = allowlist
@@ -186,10 +137,24 @@ class FhirClient:
         self.deadline = deadline
         self.request_id = request_id
         self.trusted = allowlist.allows(self.base)
-        self._session = session_for(self.base) if self.trusted else None
+        canonical = allowlist.canonical(self.base)
+        if canonical is not None:
+            self.base = canonical.rstrip("/") + "/"
+        self.transport = (transport or CallTransport(accept=_ACCEPT)) if self.trusted else None
 
     def __repr__(self) -> str:  # never show the token
         return f"FhirClient({self.base!r}, trusted={self.trusted})"
+
+    def close(self) -> None:
+        """End the call's HTTP state: sockets shut, session closed, threads released."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def __enter__(self) -> FhirClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- one request ---------------------------------------------------------------------------------------
     def get_json(self, url: str) -> dict[str, Any]:
@@ -197,22 +162,31 @@ class FhirClient:
         url = urljoin(self.base, url)
         retried = False
         for _hop in range(_MAX_REDIRECTS + 2):  # redirects, plus the one retry
-            if not self.allowlist.allows(url):
+            canonical = self.allowlist.canonical(url)
+            if canonical is None:
                 raise FhirNotTrusted(f"{_host(url)} is not on the FHIR allowlist (nothing sent)")
+            url = canonical  # what was checked is what is sent
             remaining = self.deadline.remaining()
             if remaining <= 0:
                 raise FhirUnavailable("deadline passed")
             headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
-            if self._session is None:  # unreachable: an untrusted base is refused above
+            transport = self.transport
+            if transport is None:  # unreachable: an untrusted base is refused above
                 raise FhirNotTrusted("the FHIR server is not on the allowlist (nothing sent)")
+            if transport.aborted:
+                raise FhirUnavailable("deadline passed")
             try:
-                resp = self._session.get(url, headers=headers, timeout=(min(remaining, 2.0), remaining),
-                                         allow_redirects=False, stream=True)
+                resp = transport.session.get(url, headers=headers, timeout=(min(remaining, 2.0), remaining),
+                                             allow_redirects=False, stream=True)
+            except Refused as exc:
+                raise FhirNotTrusted(str(exc)) from exc
             except requests.Timeout as exc:
                 if self.deadline.remaining() <= 0.05:  # the per-call timeout was the overall deadline
                     raise FhirUnavailable("deadline passed") from exc
                 raise FhirUnavailable("the FHIR server timed out") from exc
             except requests.ConnectionError as exc:
+                if transport.aborted or self.deadline.passed():
+                    raise FhirUnavailable("deadline passed") from exc
                 if not retried and self._retry_fits(_RETRY_PAUSE):
                     retried = True
                     time.sleep(_RETRY_PAUSE)
@@ -248,7 +222,7 @@ class FhirClient:
                 if status != 200:
                     raise FhirUnavailable(f"unexpected HTTP {status}", status=status)
                 try:
-                    return _json_body(resp)
+                    return _json_body(resp, transport, self.deadline)
                 except _CutOff:
                     if retried or not self._retry_fits(0):
                         raise
@@ -280,8 +254,9 @@ class FhirClient:
                     if body.get("resourceType") == "OperationOutcome":
                         raise FhirUnavailable("the FHIR server answered with an OperationOutcome")
                     out.resources.append(body)
+                    out.full_urls.append(None)
                     break
-                problem = _collect_entries(body, query.kind, out.resources)
+                problem = _collect_entries(body, query.kind, out.resources, out.full_urls)
                 if problem:
                     out.error = problem
                     break
@@ -293,10 +268,15 @@ class FhirClient:
     # --- everything at once --------------------------------------------------------------------------------
     def fetch_all(self, queries: Mapping[str, Query]) -> dict[str, KindResult]:
         """Run the queries concurrently; whatever is not finished by the deadline is "deadline passed"."""
-        if not self.trusted:
+        if not self.trusted or self.transport is None:
             return {k: KindResult(error="the FHIR server is not on the allowlist (nothing sent)") for k in queries}
-        futures: dict[str, Future[KindResult]] = {k: _EXECUTOR.submit(self.search, q) for k, q in queries.items()}
+        executor = self.transport.executor  # this call's own threads
+        futures: dict[str, Future[KindResult]] = {k: executor.submit(self.search, q) for k, q in queries.items()}
         wait(list(futures.values()), timeout=max(self.deadline.remaining(), 0))
+        if not all(f.done() for f in futures.values()):
+            # The deadline passed: shut the call's sockets so that no read (a dripping server's included) goes on
+            # after the answer, and nothing of this call is left holding a thread or a connection.
+            self.transport.abort()
         out: dict[str, KindResult] = {}
         for key, fut in futures.items():
             if not fut.done():
@@ -357,29 +337,37 @@ def _retry_after(value: str | None) -> float | None:
     return seconds if 0 <= seconds < float("inf") else None
 
 
-def _json_body(resp: requests.Response) -> dict[str, Any]:
-    length = resp.headers.get("Content-Length")
-    if length and length.isdigit() and int(length) > _MAX_BODY_BYTES:
-        raise FhirUnavailable("the FHIR response is too large")
+def _json_body(resp: requests.Response, transport: CallTransport, deadline: Deadline) -> dict[str, Any]:
+    """The response's JSON object, its bytes read within the caps and the deadline before parsing."""
     try:
-        chunks, size = [], 0
-        for chunk in resp.iter_content(chunk_size=65536):
-            size += len(chunk)
-            if size > _MAX_BODY_BYTES:
-                raise FhirUnavailable("the FHIR response is too large")
-            chunks.append(chunk)
-    except requests.RequestException as exc:
+        blob = transport.read_body(resp, deadline.end)
+    except TooLarge as exc:
+        raise FhirUnavailable(str(exc)) from exc
+    except Aborted as exc:
+        raise FhirUnavailable("deadline passed") from exc
+    except (requests.RequestException, OSError, ValueError, zlib.error) as exc:
+        if transport.aborted or deadline.passed():
+            raise FhirUnavailable("deadline passed") from exc
+        if isinstance(exc, zlib.error):
+            raise FhirUnavailable("the FHIR response's compression is broken") from exc
+        raise _CutOff("the FHIR response was cut off") from exc
+    except Exception as exc:  # urllib3's own errors (ProtocolError, ReadTimeoutError) on a shut socket
+        if transport.aborted or deadline.passed():
+            raise FhirUnavailable("deadline passed") from exc
         raise _CutOff("the FHIR response was cut off") from exc
     try:
-        body = orjson.loads(b"".join(chunks))
+        body = orjson.loads(blob)
     except orjson.JSONDecodeError as exc:
         raise FhirUnavailable("the FHIR response is not JSON") from exc
+    finally:
+        del blob
     if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
         raise FhirUnavailable("the FHIR response is not a FHIR resource")
     return body
 
 
-def _collect_entries(bundle: Mapping[str, Any], kind: str, into: list[dict[str, Any]]) -> str | None:
+def _collect_entries(bundle: Mapping[str, Any], kind: str, into: list[dict[str, Any]],
+                     urls_into: list[str | None] | None = None) -> str | None:
     """Append a searchset's matches (and includes) to ``into``; a reason if the Bundle reports an error."""
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
@@ -399,6 +387,9 @@ def _collect_entries(bundle: Mapping[str, Any], kind: str, into: list[dict[str, 
             continue  # warnings and information (e.g. an ignored search parameter)
         if mode in (None, "match", "include"):
             into.append(res)
+            if urls_into is not None:
+                full_url = entry.get("fullUrl")
+                urls_into.append(full_url if isinstance(full_url, str) else None)
     return None
 
 

@@ -1,13 +1,11 @@
 """Prefetch: the templates the service asks the EHR for, and turning a hook's prefetch into a patient record.
 
-Templates are built once at start-up from the code tables, so the EHR is asked only for what the criteria
-can use: the Patient, and per kind of data a search by patient. Observations, by far the largest kind, are
-narrowed to the codes of the observation value sets (``system|code`` token lists, with the systems' aliases,
-split over several keys when one URL would grow too long), newest first. Kinds that are matched by code
-prefixes (ICD-10 families) or through a referenced Medication cannot be narrowed with token equality, so they
-are asked for whole. The
-restricted prefetch syntax of CDS Hooks 2.0 has no relative dates, so no ``date=ge`` is used: a fixed date
-would go stale in the EHR's cached discovery answer.
+Templates are built once at start-up: the Patient, and per kind of data a search by patient. Observations, by
+far the largest kind, are asked for by category (every HL7 observation category in one key, their complement
+in another), newest first, and filtered locally like a bundle read by the command line: the code tables are
+expansions of many codes per concept and would not fit in URLs. Medication kinds ``_include`` the Medications
+they reference. The restricted prefetch syntax of CDS Hooks 2.0 has no relative dates, so no ``date=ge`` is
+used: a fixed date would go stale in the EHR's cached discovery answer.
 
 Prefetch semantics (CDS Hooks 2.0.1, "Prefetch"):
 
@@ -22,26 +20,22 @@ Prefetch semantics (CDS Hooks 2.0.1, "Prefetch"):
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cds_service.errors import PreconditionFailed
 from cds_service.facts.codes import CodeTables
-from cds_service.gather.bundles import patient_reference_of
 from cds_service.gather.fhir_client import FhirClient, Query, outcome_error
 from cds_service.gather.record import PatientRecord, build_record
+from cds_service.gather.references import PatientContext, attribute
 
 __all__ = ["PrefetchTemplate", "build_templates", "discovery_prefetch", "Gathered", "gather", "PATIENT_TOKEN",
-           "observation_codes"]
+           "observation_categories", "OBSERVATION_CATEGORY"]
 
 log = logging.getLogger("trialscreen.gather")
 
 PATIENT_TOKEN = "{{context.patientId}}"
-LOINC = "http://loinc.org"
-_MAX_QUERY_CHARS = 3000  # keeps every GET well under common 8 KB URL limits
 MAX_BUNDLE_ENTRIES = 20_000  # per prefetch key
 _MEDICATION_KINDS = ("MedicationRequest", "MedicationStatement", "MedicationAdministration")
 # The kinds of data the criteria read, with their prefetch key and whether "newest first" helps.
@@ -54,8 +48,11 @@ _KINDS: tuple[tuple[str, str], ...] = (
     ("immunizations", "Immunization"),
     ("allergies", "AllergyIntolerance"),
 )
-_OBS_QUERY = re.compile(r"""\.(?:observations|results)\(\s*(?:["']([A-Za-z0-9_-]+)["']|([A-Z][A-Z0-9_]*)\b)""")
-_CONSTANT = re.compile(r"""^([A-Z][A-Z0-9_]*)\s*=\s*["']([a-z0-9-]+)["']""", re.MULTILINE)
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+# Every code of the HL7 observation-category code system (FHIR R4 4.0.1, terminology.hl7.org): a protocol fact,
+# not a site choice. Completeness does not depend on it: observations-other asks for the complement.
+HL7_OBSERVATION_CATEGORIES = ("laboratory", "vital-signs", "exam", "survey", "social-history", "imaging",
+                              "procedure", "therapy", "activity")
 
 
 @dataclass(frozen=True)
@@ -71,80 +68,36 @@ class PrefetchTemplate:
         return self.template.replace(PATIENT_TOKEN, patient_id)
 
 
-def _criteria_observation_sets(criteria_dir: Path) -> set[str]:
-    """Value-set ids the criteria query as Observations (read from their source: best effort, widened below)."""
-    out: set[str] = set()
-    for path in sorted(criteria_dir.glob("*.py")):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError:
-            continue
-        constants = dict(_CONSTANT.findall(text))
-        for literal, name in _OBS_QUERY.findall(text):
-            value = literal or constants.get(name)
-            if value:
-                out.add(value)
-    return out
+def observation_categories() -> tuple[str, ...]:
+    """``system|code`` tokens of the Observation categories asked for by category (every HL7 category)."""
+    return tuple(f"{OBSERVATION_CATEGORY}|{c}" for c in HL7_OBSERVATION_CATEGORIES)
 
 
-def observation_codes(tables: CodeTables, criteria_dir: Path | None = None) -> list[str]:
-    """``system|code`` tokens of every Observation code the criteria can use (an empty list: do not narrow)."""
-    criteria_dir = criteria_dir or Path(__file__).resolve().parents[1] / "criteria"
-    named = _criteria_observation_sets(criteria_dir)
-    # The engine reads a code under any alias of its system (urn:oid:..., a trailing slash): ask for those too.
-    aliases: dict[str, list[str]] = {}
-    for alias, canonical in tables.aliases.items():
-        aliases.setdefault(canonical, []).append(alias)
-    tokens: list[str] = []
-    seen: set[str] = set()
-    for vs in tables.value_sets.values():
-        loinc = any(c.system == LOINC and not c.code.startswith("LA") for c in vs.concepts)
-        if not (vs.id in named or vs.unit is not None or loinc):
-            continue
-        for c in vs.concepts:
-            # A prefix entry (an ICD-10 family) cannot be asked for by token equality: its family code is asked
-            # for exactly, and an Observation coded below it (ICD-coded Observations are rare: those codes live
-            # on Conditions, which are fetched whole) is not prefetched.
-            if c.system == LOINC and c.code.startswith("LA"):
-                continue  # LOINC answer codes are values, never an Observation's code
-            for system in (c.system, *aliases.get(c.system, ())):
-                token = f"{system}|{c.code}"
-                if token not in seen:
-                    seen.add(token)
-                    tokens.append(token)
-    return tokens
+def build_templates(tables: CodeTables | None = None, *, page_size: int = 200) -> tuple[PrefetchTemplate, ...]:
+    """The service's prefetch templates (done once, at start-up).
 
-
-def _chunks(tokens: list[str], budget: int) -> Iterable[list[str]]:
-    chunk: list[str] = []
-    size = 0
-    for t in tokens:
-        if chunk and size + len(t) + 1 > budget:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(t)
-        size += len(t) + 1
-    if chunk:
-        yield chunk
-
-
-def build_templates(tables: CodeTables, *, page_size: int = 200,
-                    criteria_dir: Path | None = None) -> tuple[PrefetchTemplate, ...]:
-    """The service's prefetch templates, from the code tables (done once, at start-up)."""
+    Observations are asked for by category, not by code: with value sets expanded to every code a hospital
+    sends, code lists would need dozens of URLs and still miss a panel coded otherwise (a blood-pressure panel
+    55284-4 whose components the engine reads). ``observations`` holds the HL7 categories,
+    ``observations-other`` their complement (``category:not``: no category, or a local one), so the two keys
+    together are every Observation of the patient and the engine filters locally (``record.relevant_to``)
+    exactly as it does for a bundle read by the command line. Medications referenced by the medication kinds
+    come with them (``_include``); a server that ignores it is read by reference afterwards (``gather``).
+    ``tables`` is accepted for callers that pass it; no template depends on the code tables any more.
+    """
+    del tables  # the templates no longer list codes
     count = f"_count={max(1, int(page_size))}"
     pid = PATIENT_TOKEN
     out = [PrefetchTemplate("patient", "Patient", f"Patient/{pid}")]
-    codes = observation_codes(tables, criteria_dir)
-    obs_base = f"Observation?patient={pid}&_sort=-date&{count}"
-    if not codes:
-        out.append(PrefetchTemplate("observations", "Observation", obs_base))
-    else:
-        budget = _MAX_QUERY_CHARS - len(obs_base) - len("&code=")
-        for n, chunk in enumerate(_chunks(codes, budget), 1):
-            key = "observations" if n == 1 else f"observations-{n}"
-            out.append(PrefetchTemplate(key, "Observation", f"{obs_base}&code={','.join(chunk)}"))
+    categories = ",".join(observation_categories())
+    obs_base = f"Observation?patient={pid}"
+    out.append(PrefetchTemplate("observations", "Observation",
+                                f"{obs_base}&category={categories}&_sort=-date&{count}"))
+    out.append(PrefetchTemplate("observations-other", "Observation",
+                                f"{obs_base}&category:not={categories}&_sort=-date&{count}"))
     for key, kind in _KINDS:
-        out.append(PrefetchTemplate(key, kind, f"{kind}?patient={pid}&{count}"))
+        include = f"&_include={kind}:medication" if kind in _MEDICATION_KINDS else ""
+        out.append(PrefetchTemplate(key, kind, f"{kind}?patient={pid}{include}&{count}"))
     return tuple(out)
 
 
@@ -161,7 +114,7 @@ class Gathered:
     record: PatientRecord | None
     why: str | None = None
     fetched_keys: tuple[str, ...] = ()
-    dropped: int = 0  # resources about another patient, set aside
+    dropped: int = 0  # resources whose patient reference is not this patient's, set aside
     not_retrieved: dict[str, str] = field(default_factory=dict)
 
 
@@ -172,9 +125,12 @@ def _add_reason(reasons: dict[str, str], kind: str, why: str) -> None:
         reasons[kind] = f"{reasons[kind]}; {why}"
 
 
-def _resources_of(value: Mapping[str, Any], kind: str) -> tuple[list[dict[str, Any]], str | None]:
-    """Resources in one prefetch value (a resource or a Bundle), and a reason if the Bundle reports an error."""
+def _resources_of(value: Mapping[str, Any], kind: str,
+                  urls: list[str | None]) -> tuple[list[dict[str, Any]], str | None]:
+    """Resources in one prefetch value (a resource or a Bundle), and a reason if the Bundle reports an error;
+    each resource's entry fullUrl is appended to ``urls``."""
     if value.get("resourceType") != "Bundle":
+        urls.append(None)
         return [dict(value)], None
     out: list[dict[str, Any]] = []
     entries = value.get("entry") or []
@@ -199,6 +155,8 @@ def _resources_of(value: Mapping[str, Any], kind: str) -> tuple[list[dict[str, A
             continue
         if mode in (None, "match", "include"):
             out.append(res)
+            full_url = entry.get("fullUrl")
+            urls.append(full_url if isinstance(full_url, str) else None)
     return out, problem
 
 
@@ -229,12 +187,33 @@ def gather(patient_id: str, prefetch: Mapping[str, Any] | None, templates: Itera
     ``client`` is None when the request names no FHIR server; a client that is not trusted sends nothing.
     ``keep`` (``record.relevant_to(tables)``) skips resources no criterion can use before model validation.
     Raises PreconditionFailed (412) when prefetch keys are missing and there is no FHIR server at all.
+
+    Every answer (a prefetch key's value, a FHIR search with its pages) is sorted by owner on its own
+    (``references.attribute``: its urn:uuid references resolve through its own entries' fullUrls): resources whose
+    patient reference does not resolve to this patient are set aside and counted, and an answer that held
+    patient data none of which is this patient's makes its kind *not retrieved*: it says nothing about this
+    patient, so it can never be "none recorded".
     """
     templates = tuple(templates)
     prefetch = prefetch or {}
+    ctx = PatientContext(patient_id, client.base if client is not None else None)
     raw: list[dict[str, Any]] = []
     reasons: dict[str, str] = {}
     to_fetch: dict[str, Query] = {}
+    set_aside = 0
+
+    def take(kind: str, resources: list[dict[str, Any]], urls: list[str | None]) -> bool:
+        """Keep the patient's resources of one answer; False when the answer was only about others."""
+        nonlocal set_aside
+        att = attribute(resources, ctx, urls)
+        raw.extend(att.own)
+        set_aside += att.set_aside
+        if att.only_others:
+            _add_reason(reasons, kind, f"the answer held only other patients' data ({att.set_aside} "
+                                       "resource(s) set aside), nothing about this patient")
+            return False
+        return True
+
     missing = [t.key for t in templates if t.key not in prefetch]
     if missing and client is None:
         raise PreconditionFailed(f"prefetch key(s) {', '.join(missing)} missing and no fhirServer to fetch from",
@@ -251,8 +230,9 @@ def gather(patient_id: str, prefetch: Mapping[str, Any] | None, templates: Itera
             if client is not None:
                 to_fetch[t.key] = Query(t.kind, t.render(patient_id))
             continue
-        resources, problem = _resources_of(value, t.kind)
-        raw.extend(resources)
+        urls: list[str | None] = []
+        resources, problem = _resources_of(value, t.kind, urls)
+        take(t.kind, resources, urls)
         if problem:
             _add_reason(reasons, t.kind, f"the EHR's prefetch Bundle is incomplete: {problem}")
             if client is not None:
@@ -267,10 +247,10 @@ def gather(patient_id: str, prefetch: Mapping[str, Any] | None, templates: Itera
         results = client.fetch_all(to_fetch)
         for key, result in results.items():
             kind = to_fetch[key].kind
-            raw.extend(result.resources)
+            about_patient = take(kind, result.resources, result.full_urls)
             if result.error:
                 _add_reason(reasons, kind, result.error)
-            elif not key.endswith("#next") and _only_prefetch_failures(reasons.get(kind)):
+            elif about_patient and not key.endswith("#next") and _only_prefetch_failures(reasons.get(kind)):
                 # a re-fetch after a failed prefetch query succeeded: the kind is retrieved after all
                 del reasons[kind]
     # Medications referenced by id: read them when we can, else the referencing kinds are incomplete.
@@ -285,19 +265,19 @@ def gather(patient_id: str, prefetch: Mapping[str, Any] | None, templates: Itera
             for kinds in wanted.values():
                 for kind in kinds:
                     _add_reason(reasons, kind, f"a referenced Medication could not be read ({failure})")
-    kept, dropped = _own_resources(raw, patient_id)
-    if dropped:
-        log.warning("prefetch held resources of another patient; set aside",
-                    extra={"request_id": request_id, "count": dropped})
+    kept = _deduplicated(raw)
+    if set_aside:
+        log.warning("an answer held resources that are not this patient's; set aside",
+                    extra={"request_id": request_id, "count": set_aside})
     patient_ref = f"Patient/{patient_id}"
     if not any(r.get("resourceType") == "Patient" for r in kept):
         why = reasons.get("Patient") or "no Patient resource"
-        return Gathered(None, why, tuple(to_fetch), dropped, reasons)
+        return Gathered(None, why, tuple(to_fetch), set_aside, reasons)
     reasons.pop("Patient", None)
-    record = build_record(patient_ref, kept, not_retrieved=reasons, keep=keep)
+    record = build_record(patient_ref, kept, not_retrieved=reasons, keep=keep, set_aside=set_aside)
     if record.patient is None:
-        return Gathered(None, "the Patient resource could not be read", tuple(to_fetch), dropped, reasons)
-    return Gathered(record, None, tuple(to_fetch), dropped, reasons)
+        return Gathered(None, "the Patient resource could not be read", tuple(to_fetch), set_aside, reasons)
+    return Gathered(record, None, tuple(to_fetch), set_aside, reasons)
 
 
 def _only_prefetch_failures(reason: str | None) -> bool:
@@ -311,26 +291,16 @@ def _next_url(bundle: Mapping[str, Any]) -> str:
     return ""
 
 
-def _own_resources(raw: list[dict[str, Any]], patient_id: str) -> tuple[list[dict[str, Any]], int]:
-    """Resources of this patient (or of no patient: Medication); drops the others. Deduplicates by Type/id."""
-    want = f"Patient/{patient_id}"
+def _deduplicated(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The resources once each by Type/id (a resource may arrive in prefetch and again from the server)."""
     kept: list[dict[str, Any]] = []
     seen: set[str] = set()
-    dropped = 0
     for res in raw:
         rtype, rid = res.get("resourceType"), res.get("id")
-        if rtype == "Patient" and rid not in (None, patient_id):
-            dropped += 1
-            continue
-        ref = patient_reference_of(res, {})
-        if ref is not None and rtype != "Patient" and ref != want:
-            dropped += 1
-            continue
         if isinstance(rid, str) and rid:
             key = f"{rtype}/{rid}"
             if key in seen:
                 continue
             seen.add(key)
         kept.append(res)
-    return kept, dropped
-
+    return kept

@@ -78,6 +78,9 @@ class PatientRecord:
     resources: dict[str, list[Any]] = field(default_factory=dict)
     not_retrieved: dict[str, str] = field(default_factory=dict)
     problems: list[DataProblem] = field(default_factory=list)
+    # Resources in the answers whose patient reference does not resolve to this patient (gather/references.py):
+    # never evidence, never listed; only counted, as a data problem of the record.
+    set_aside: int = 0
 
     def of_type(self, resource_type: str) -> list[Any]:
         return self.resources.get(resource_type, [])
@@ -200,6 +203,17 @@ class _Instant:
     end: datetime
 
 
+def _texts(concept: Any) -> list[str]:
+    """The text and every coding display of a raw CodeableConcept (what the safety net reads)."""
+    if not _is_map(concept):
+        return []
+    out = [concept["text"]] if isinstance(concept.get("text"), str) else []
+    for c in concept.get("coding") or ():
+        if _is_map(c) and isinstance(c.get("display"), str):
+            out.append(c["display"])
+    return out
+
+
 def raw_effective(raw: Mapping[str, Any]) -> tuple[datetime, datetime] | None:
     """(start, end) of an Observation's effective[x] read from its raw JSON, as the facts will read it; None when
     missing, unparseable or an open period."""
@@ -257,7 +271,12 @@ class Relevance:
         codings = observation_codings(raw) if rtype == "Observation" else raw_codings(raw)
         # A resource with no code at all (a text-only regimen or diagnosis) is kept: criteria route such
         # entries to review, so dropping it would turn UNKNOWN into "none recorded".
-        return not codings or bool(tables.matching_sets(codings))
+        if not codings or tables.matching_sets(codings):
+            return True
+        # No table knows its codes, but the safety net must see it if its display or text names a concept an
+        # exclusion reads (fhir_mappings/safety-net/): dropping it would turn that review item into "none".
+        named = raw.get("medicationCodeableConcept") if code is None else code
+        return bool(rtype and tables.nets_naming(rtype, _texts(named)))
 
     def beyond_horizon(self, resources: Sequence[Mapping[str, Any]],
                        parse: Callable[[Mapping[str, Any]], Any]) -> set[int]:
@@ -401,6 +420,7 @@ def build_record(
     not_retrieved: Mapping[str, str] | None = None,
     keep: Callable[[Mapping[str, Any]], bool] | None = None,
     checked: bool = True,
+    set_aside: int = 0,
 ) -> PatientRecord:
     """Parse raw resources into a PatientRecord.
 
@@ -409,9 +429,10 @@ def build_record(
     Observations too old for every criterion that reads them (``Relevance.beyond_horizon``). Types the criteria
     do not read are ignored. ``checked``: the resource types ``gather.checked`` knows (``read_checked``) are
     read by it when it can vouch for them (the same content as the model, without the cost of validating it);
-    False validates every resource with fhir.resources (the plain path the tests compare with).
+    False validates every resource with fhir.resources (the plain path the tests compare with). ``set_aside``:
+    how many resources of the answers were not this patient's (counted, never read).
     """
-    record = PatientRecord(patient_ref=patient_ref, not_retrieved=dict(not_retrieved or {}))
+    record = PatientRecord(patient_ref=patient_ref, not_retrieved=dict(not_retrieved or {}), set_aside=set_aside)
     selected: list[Mapping[str, Any]] = []
     for raw in raw_resources:
         rtype = raw.get("resourceType") if _is_map(raw) else None

@@ -34,6 +34,7 @@ from cds_service.criteria.registry import check_registry
 from cds_service.errors import ConfigurationError, InputError, StoreUnavailable, TrialScreenError
 from cds_service.gather.fhir_client import Allowlist
 from cds_service.gather.prefetch import PrefetchTemplate, build_templates
+from cds_service.gather.transport import parse_networks
 from cds_service.runtime import tune_gc
 
 __all__ = ["create_app", "ServiceState", "state", "operation_outcome", "json_response", "JsonFormatter"]
@@ -57,6 +58,7 @@ class ServiceState:
     knowledge: Knowledge
     templates: tuple[PrefetchTemplate, ...]
     allowlist: Allowlist
+    private_networks: tuple[Any, ...] = ()
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     save_report: Callable[[Any], str] | None = None
 
@@ -159,19 +161,23 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         allowlist = Allowlist.parse(settings.fhir_allowlist)
     except ValueError as exc:
         raise ConfigurationError(f"TRIALSCREEN_FHIR_ALLOWLIST: {exc}") from exc
+    try:
+        private_networks = parse_networks(settings.fhir_private_networks)
+    except ValueError as exc:
+        raise ConfigurationError(f"TRIALSCREEN_FHIR_PRIVATE_NETWORKS: {exc}") from exc
     templates = build_templates(knowledge.tables, page_size=settings.fhir_page_size)
     app = Flask("cds_service")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["TRAP_HTTP_EXCEPTIONS"] = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    svc = ServiceState(settings, knowledge, templates, allowlist)
+    svc = ServiceState(settings, knowledge, templates, allowlist, private_networks)
     if "clock" in extra:
         svc.clock = extra["clock"]
     app.extensions["trialscreen"] = svc
     # The screening-report page and its store (SQLite/PostgreSQL, migrated here); cards link to it.
     from cds_service.hooks.report import init_reports, report_saver
 
-    svc.save_report = report_saver(init_reports(app, settings, knowledge.rules))
+    svc.save_report = report_saver(init_reports(app, settings, knowledge.rules, tables=knowledge.tables))
     if settings.bench_endpoints:  # the benchmarks' JSON-only baseline (bench/); off unless asked for
         from cds_service.hooks.bench import register_bench_endpoints
 

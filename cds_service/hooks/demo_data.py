@@ -4,9 +4,10 @@
   into one :class:`FixturePatient` each, with ``urn:uuid:`` references resolved to ``Type/id``.
 * :func:`prefetch_for` answers the service's discovery prefetch templates from a patient's resources, the way
   an EHR's FHIR search would: ``Type/{{context.patientId}}`` reads, and ``Type?patient=...`` searches filtered
-  by ``code`` tokens (``system|code``, OR-lists) and ``date`` prefixes (``ge``/``le``/``gt``/``lt``/``eq``),
-  sorted by ``_sort=-date``; Medications referenced by medication resources are added as ``include`` entries.
-  Other parameters (``_count`` included: nothing is paged) do not narrow the result.
+  by ``code`` and ``category`` tokens (``system|code``, OR-lists; ``category:not``, ``category:missing``) and
+  ``date`` prefixes (``ge``/``le``/``gt``/``lt``/``eq``), sorted by ``_sort=-date``; with
+  ``_include=<Type>:medication`` the referenced Medications are added as ``include`` entries. Other parameters
+  (``_count`` included: nothing is paged) do not narrow the result (:func:`search_matches`).
 * :func:`transaction_for` builds a FHIR ``transaction`` Bundle of ``PUT Type/<prefix><id>`` entries with every
   reference to a resource of the same patient rewritten to the prefixed id.
 """
@@ -31,7 +32,7 @@ from cds_service.pipeline import Screening, screen
 from cds_service.shipped import FIXTURE_TIME, shipped_dir
 
 __all__ = ["FIXTURE_TIME", "FixturePatient", "default_fixtures_dir", "load_fixture_patients", "prefetch_for",
-           "transaction_for", "expected_status", "screen_fixture", "valid_prefix", "patient_ids"]
+           "transaction_for", "search_matches", "expected_status", "screen_fixture", "valid_prefix", "patient_ids"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:trialscreen:fixtures")
@@ -99,19 +100,20 @@ def expected_status(patient: FixturePatient, knowledge: Knowledge, at: datetime 
 
 
 # --- prefetch -----------------------------------------------------------------------------------------------
-def _codings(resource: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _codings(resource: Mapping[str, Any], keys: tuple[str, ...] = ("code", "medicationCodeableConcept",
+                                                                     "vaccineCode")) -> list[tuple[str, str]]:
     out = []
-    for key in ("code", "medicationCodeableConcept", "vaccineCode"):
-        concept = resource.get(key)
-        if isinstance(concept, Mapping):
-            for c in concept.get("coding") or []:
-                if isinstance(c, Mapping) and isinstance(c.get("code"), str):
-                    out.append((str(c.get("system") or ""), c["code"]))
+    for key in keys:
+        concepts = resource.get(key)
+        for concept in concepts if isinstance(concepts, list) else [concepts]:
+            if isinstance(concept, Mapping):
+                for c in concept.get("coding") or []:
+                    if isinstance(c, Mapping) and isinstance(c.get("code"), str):
+                        out.append((str(c.get("system") or ""), c["code"]))
     return out
 
 
-def _token_match(resource: Mapping[str, Any], tokens: str) -> bool:
-    codings = _codings(resource)
+def _token_match(codings: list[tuple[str, str]], tokens: str) -> bool:
     for token in tokens.split(","):
         system, sep, code = token.rpartition("|")
         if any(c == code and (not sep or s == system) for s, c in codings):
@@ -138,35 +140,50 @@ def _date_match(resource: Mapping[str, Any], expr: str) -> bool:
     return {"ge": a >= b, "le": a <= b, "gt": a > b, "lt": a < b, "eq": a == b}[prefix]
 
 
+def search_matches(resource: Mapping[str, Any], params: Iterable[tuple[str, str]], patient_ref: str) -> bool:
+    """Whether ``resource`` matches the search parameters the way a FHIR server reads them.
+
+    ``patient``/``subject``; ``code`` and ``category`` token OR-lists (``system|code``), ``category:not`` (none
+    of the tokens: also a resource without a category, as FHIR's ``:not`` reads), ``category:missing``;
+    ``date`` prefixes. Other parameters (``_count``, ``_sort``, ``_include``) do not narrow the result.
+    """
+    for name, value in params:
+        if name in ("patient", "subject"):
+            ok = patient_reference_of(resource, {}) == patient_ref
+        elif name == "code":
+            ok = _token_match(_codings(resource), value)
+        elif name == "category":
+            ok = _token_match(_codings(resource, ("category",)), value)
+        elif name == "category:not":
+            ok = not _token_match(_codings(resource, ("category",)), value)
+        elif name == "category:missing":
+            ok = (not resource.get("category")) == (value.lower() == "true")
+        elif name == "date":
+            ok = _date_match(resource, value)
+        else:
+            continue
+        if not ok:
+            return False
+    return True
+
+
 def _search(patient: FixturePatient, rtype: str, query: str) -> dict[str, Any]:
     params = parse_qsl(query, keep_blank_values=True)
     ref = f"Patient/{patient.patient_id}"
-    hits = []
-    for res in patient.resources:
-        if res.get("resourceType") != rtype:
-            continue
-        ok = True
-        for name, value in params:
-            if name in ("patient", "subject"):
-                ok = patient_reference_of(res, {}) == ref
-            elif name == "code":
-                ok = _token_match(res, value)
-            elif name == "date":
-                ok = _date_match(res, value)
-            if not ok:
-                break
-        if ok:
-            hits.append(res)
+    hits = [res for res in patient.resources
+            if res.get("resourceType") == rtype and search_matches(res, params, ref)]
     if ("_sort", "-date") in params:
         hits.sort(key=_date_of, reverse=True)
     entries = [{"fullUrl": f"{rtype}/{r.get('id')}", "resource": r, "search": {"mode": "match"}} for r in hits]
-    wanted = {r["medicationReference"]["reference"] for r in hits
-              if isinstance(r.get("medicationReference"), Mapping)
-              and isinstance(r["medicationReference"].get("reference"), str)}
-    for res in patient.resources:
-        if res.get("resourceType") == "Medication" and f"Medication/{res.get('id')}" in wanted:
-            entries.append({"fullUrl": f"Medication/{res.get('id')}", "resource": res,
-                            "search": {"mode": "include"}})
+    # _include=<Type>:medication: the Medications the hits reference (as a FHIR server adds them)
+    if ("_include", f"{rtype}:medication") in params:
+        wanted = {r["medicationReference"]["reference"] for r in hits
+                  if isinstance(r.get("medicationReference"), Mapping)
+                  and isinstance(r["medicationReference"].get("reference"), str)}
+        for res in patient.resources:
+            if res.get("resourceType") == "Medication" and f"Medication/{res.get('id')}" in wanted:
+                entries.append({"fullUrl": f"Medication/{res.get('id')}", "resource": res,
+                                "search": {"mode": "include"}})
     return {"resourceType": "Bundle", "type": "searchset", "total": len(hits), "entry": entries}
 
 

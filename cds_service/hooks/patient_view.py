@@ -3,9 +3,11 @@
     request -> validate (400 / 404) -> gather the record (prefetch, then the trusted FHIR server; 412) ->
     screen -> cards
 
-Without a Patient there is nothing to screen: the answer is ``{"cards": []}`` and a log line says why
-(never who). Everything a FHIR server does wrong ends as "not retrieved" kinds in the screening and a
-sentence in the card, never as an error response.
+Without a Patient there is nothing to screen: the answer is 412 with an OperationOutcome naming the cause
+("fhirServer is not on this service's allowlist", "the FHIR server has no Patient with this id", ...), as the
+CDS Hooks specification provides for data the service cannot obtain; it is never ``{"cards": []}``, which
+means "screened, nothing to show". Once a Patient is in hand, everything a FHIR server does wrong ends as "not
+retrieved" kinds in the screening and a sentence in the card, never as an error response.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from flask import Blueprint, Response, current_app, g, request
 from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import ClientDisconnected
 
-from cds_service.cards.card import build_cards, without_report
-from cds_service.errors import BodyTooLarge, InputError, ServiceNotFound, UnsupportedMediaType
+from cds_service.cards.card import build_cards, with_report, without_report
+from cds_service.cards.report import patient_header, with_header
+from cds_service.errors import BodyTooLarge, InputError, PreconditionFailed, ServiceNotFound, UnsupportedMediaType
 from cds_service.gather.fhir_client import Deadline, FhirClient
 from cds_service.gather.prefetch import gather
 from cds_service.gather.record import relevant_to
+from cds_service.gather.transport import CallTransport
 from cds_service.hooks.app import ServiceState, json_response, state
 from cds_service.hooks.discovery import HOOK, SERVICE_ID
 from cds_service.hooks.json_body import parse_json_body
@@ -58,6 +62,20 @@ def _report_url(svc: ServiceState, screening: object) -> str | None:
     return f"{base}/report/{token}"
 
 
+def _no_patient_cause(client: FhirClient | None, why: str | None) -> str:
+    """Why no Patient could be obtained, in words an integrator can act on (no patient data: no id, no name)."""
+    if why == "the Patient resource could not be read":
+        return "the Patient resource for context.patientId could not be read (it is not a valid FHIR R4 Patient)"
+    if client is not None and not client.trusted:
+        return ("fhirServer is not on this service's allowlist and the prefetch holds no Patient: nothing could be "
+                "read to screen (add the server to TRIALSCREEN_FHIR_ALLOWLIST, or prefetch the Patient)")
+    if client is None:
+        return "the prefetch holds no Patient for context.patientId and there is no fhirServer to read it from"
+    if why in (None, "no Patient resource"):
+        return "the FHIR server has no Patient with the id in context.patientId"
+    return f"the Patient for context.patientId could not be read from the FHIR server: {why}"
+
+
 def handle(svc: ServiceState, body: object, request_id: str) -> dict:
     """Answer one validated-or-not patient-view request body (raises InputError subclasses for 4xx)."""
     if isinstance(body, dict) and isinstance(body.get("hook"), str) and body["hook"] != HOOK:
@@ -71,28 +89,38 @@ def handle(svc: ServiceState, body: object, request_id: str) -> dict:
     server = req.get("fhirServer")
     if server:
         auth = req.get("fhirAuthorization") or {}
+        # The call's own HTTP state (session without cookies, pinned addresses, threads, byte caps), closed
+        # below whatever happens: nothing of it is shared with another call or outlives this one.
+        transport = CallTransport(private_networks=svc.private_networks,
+                                  max_response_bytes=settings.fhir_max_response_bytes,
+                                  max_call_bytes=settings.fhir_max_call_bytes)
         client = FhirClient(server, token=auth.get("access_token"), allowlist=svc.allowlist,
-                            max_pages=settings.fhir_max_pages, deadline=deadline, request_id=request_id)
+                            max_pages=settings.fhir_max_pages, deadline=deadline, request_id=request_id,
+                            transport=transport)
         if not client.trusted:
             log.warning("fhirServer is not on the allowlist: nothing is fetched from it",
                         extra={"host": _host(server)})
     at = svc.clock()  # one evaluation time for the date horizon and the screening
     # Same screening, fewer models to validate: resources no criterion can use, and Observations beyond their
     # date horizon, are skipped before validation.
-    gathered = gather(patient_id, req.get("prefetch"), svc.templates, client, request_id=request_id,
-                      keep=relevant_to(svc.knowledge.tables, at=at, rules=svc.knowledge.rules))
+    try:
+        gathered = gather(patient_id, req.get("prefetch"), svc.templates, client, request_id=request_id,
+                          keep=relevant_to(svc.knowledge.tables, at=at, rules=svc.knowledge.rules))
+    finally:
+        if client is not None:
+            client.close()
     if gathered.record is None:
-        log.info("no patient record to screen: no card", extra={"reason": gathered.why,
-                                                                "fetched": len(gathered.fetched_keys)})
-        return {"cards": []}
+        cause = _no_patient_cause(client, gathered.why)
+        log.info("no patient record to screen: 412", extra={"reason": cause, "fetched": len(gathered.fetched_keys)})
+        raise PreconditionFailed(cause, field="context.patientId")
     screening = screen(gathered.record, at, svc.knowledge)
     card_args = dict(rules=svc.knowledge.rules, hook_instance=req["hookInstance"],
-                     explain_ineligibility=settings.explain_ineligibility)
+                     explain_ineligibility=settings.explain_ineligibility, tables=svc.knowledge.tables)
     cards = build_cards(screening, report_url=None, **card_args)
     if cards:  # store a report only when a card links to it: no screening is kept for a patient without one
-        url = _report_url(svc, screening)
+        url = _report_url(svc, with_header(screening.to_json(), patient_header(gathered.record.patient, at)))
         if url:
-            cards = build_cards(screening, report_url=url, **card_args)
+            cards = with_report(cards, url)  # the same cards as built with the link (tests/cards), built once
         elif url == "":  # the store failed: the card all the same, saying why it has no report link
             cards = without_report(cards)
     log.info("screened", extra={"hook": HOOK, "screening_status": screening.status, "cards": len(cards),

@@ -21,6 +21,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from cds_service.cards.report import build_report, render_missing_html, render_report_html
 from cds_service.config import Settings
 from cds_service.errors import StoreUnavailable
+from cds_service.facts.codes import CodeTables
 from cds_service.hooks.rate_limit import REPORT_LOOKUPS_REFUSED, MissLimiter, client_address
 from cds_service.rules import TrialRules
 from cds_service.store import ReportStore, Store, StoreGate, open_store
@@ -69,7 +70,7 @@ def _too_many(retry_after: int) -> Response:
 
 
 def report_blueprint(reports: ReportStore, rules: TrialRules, gate: StoreGate | None = None,
-                     settings: Settings | None = None) -> Blueprint:
+                     settings: Settings | None = None, tables: CodeTables | None = None) -> Blueprint:
     """A blueprint serving stored reports from ``reports``, labelled with ``rules``; reads go through ``gate``
     (a 503 page when the database does not answer in time); lookups of unknown tokens are limited per client
     address by ``settings`` (``report_rate_limit_*``, ``trusted_proxy_count``; see ``cds_service.hooks.rate_limit``)."""
@@ -101,7 +102,7 @@ def report_blueprint(reports: ReportStore, rules: TrialRules, gate: StoreGate | 
         if screening is None:
             limiter.miss(who)
             return missing()
-        view = build_report(screening, rules, expires_at=expires)
+        view = build_report(screening, rules, expires_at=expires, tables=tables)
         return _page(render_report_html(view), 200)
 
     @bp.get("/report/")
@@ -112,7 +113,8 @@ def report_blueprint(reports: ReportStore, rules: TrialRules, gate: StoreGate | 
     return bp
 
 
-def init_reports(app: Flask, settings: Settings, rules: TrialRules, store: Store | None = None) -> Store:
+def init_reports(app: Flask, settings: Settings, rules: TrialRules, store: Store | None = None,
+                 tables: CodeTables | None = None) -> Store:
     """Open the store (migrating the schema), keep it on the app and register the report blueprint.
 
     Under ``trialscreen serve`` this runs once, in gunicorn's master: workers are forks of the built app, so a
@@ -121,7 +123,7 @@ def init_reports(app: Flask, settings: Settings, rules: TrialRules, store: Store
     if store is None:
         store = open_store(settings)
     app.extensions[STORE_KEY] = store
-    app.register_blueprint(report_blueprint(store.reports, rules, store.gate, settings))
+    app.register_blueprint(report_blueprint(store.reports, rules, store.gate, settings, tables))
     return store
 
 

@@ -53,4 +53,5 @@ def warm_up(svc: ServiceState, store: Store | None = None) -> None:
         return
     screening = screen(gathered.record, FIXTURE_TIME, svc.knowledge)
     build_cards(screening, report_url=None, rules=svc.knowledge.rules, hook_instance="warm-up",
+                tables=svc.knowledge.tables,
                 explain_ineligibility=True)

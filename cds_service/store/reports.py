@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, bindparam, delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds_service.store.models import ScreeningReport
@@ -21,6 +21,11 @@ from cds_service.store.models import ScreeningReport
 __all__ = ["ReportStore", "TOKEN_BYTES", "looks_like_token"]
 
 TOKEN_BYTES = 24
+_TABLE = ScreeningReport.__table__
+# The write of every hook call with a card, as two Core statements built once (SQLAlchemy caches their compiled
+# form): the ORM's unit of work cost ~3x as much per report (1.6 vs 0.6 ms, issue 15) for the same two statements.
+_PURGE = delete(_TABLE).where(_TABLE.c.expires_at <= bindparam("now"))
+_INSERT = insert(_TABLE)
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
@@ -40,6 +45,7 @@ class ReportStore:
     """
 
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._clock = clock
 
@@ -49,10 +55,10 @@ class ReportStore:
             raise ValueError("ttl must be positive")
         now = self._clock()
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        with self._sessions.begin() as session:
-            self._purge(session, now)
-            session.add(ScreeningReport(token=token, screening=dict(screening_json),
-                                        created_at=now, expires_at=now + ttl))
+        with self._engine.begin() as conn:  # one transaction: the purge and the new row
+            conn.execute(_PURGE, {"now": now})
+            conn.execute(_INSERT, {"token": token, "screening": dict(screening_json), "created_at": now,
+                                   "expires_at": now + ttl})
         return token
 
     def get(self, token: str) -> dict[str, Any] | None:

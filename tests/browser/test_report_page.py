@@ -142,7 +142,7 @@ def test_report_page_in_chromium_shows_all_criteria_grouped(served):
     unknown = sum(1 for c in sample_screening()["criteria"] if c["result"] == "unknown")
     assert counts == {"blocking": 2, "confirm": unknown, "met": 46 - 2 - unknown}
     assert page.section_titles["blocking"].strip() == "Blocking (2)"
-    assert page.section_titles["confirm"].strip() == f"To confirm ({unknown})"
+    assert page.section_titles["confirm"].strip() == f"To check ({unknown})"
     assert page.section_titles["met"].strip() == f"Met ({46 - 2 - unknown})"
     text = page.visible
     for seen in ("Not eligible", PATIENT, "Evaluated 2026-10-01 09:00 UTC", "Not eligible until 2027-01-01.",

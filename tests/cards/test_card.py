@@ -16,7 +16,6 @@ import pytest
 from builders import AT
 
 from cds_service.cards.card import SCREENING_EXTENSION, TIME_PASSING, build_cards, card_uuid
-from cds_service.cards.detail import md
 from cds_service.config import Settings, load_knowledge
 from cds_service.criteria.result import CriterionResult, Evidence, Result
 from cds_service.pipeline import Screening
@@ -59,26 +58,26 @@ def test_potential_candidate_gets_one_info_card_counting_items_to_check():
     assert len(card["summary"]) < 140
 
 
-def test_attestations_are_listed_apart_from_the_items_to_check():
-    """Attestations are open for every patient: one short list, after the items a clinician can act on."""
+def test_attestations_are_counted_apart_from_the_items_to_check():
+    """Attestations are open for every patient: one short sign-off line, after the items a clinician can act on."""
     s = _screening("potential-candidate", {
         "I3": _c("I3", U, "No CD38 result."),
         "I4": _c("I4", U, "Needs confirmation by the study team: estimated survival of at least 3 months."),
         "I8": _c("I8", U, "Needs confirmation by the study team: steroids can stop. Current dose 30 mg/day."),
     })
     detail = _cards(s)[0]["detail"]
-    assert "**To check (1):**" in detail and "**Investigator to confirm at the screening visit (2):**" in detail
-    assert detail.index("To check (1)") < detail.index("Investigator to confirm")
-    assert "- **I4** Estimated survival >= 3 months\n" in detail  # no generic reason repeated
-    assert "Current dose 30 mg/day." in detail  # but the support data behind I8 is kept
+    assert "**To check (1 item):**" in detail
+    assert "**Sign-off:** 2 investigator sign-offs at the screening visit (I4, I8: Current dose 30 mg/day)." in detail
+    assert detail.index("To check (1 item)") < detail.index("Sign-off")
+    assert "estimated survival" not in detail  # no generic reason repeated
 
 
 def test_attestation_reasons_are_not_cut_inside_a_sentence():
     s = _screening("potential-candidate", {"E18": _c("E18", U, "Needs confirmation by the study team: toxicities "
                                                                "recovered (except, e.g. alopecia).")})
     detail = _cards(s)[0]["detail"]
-    assert "- **E18** Acute toxicity of prior therapy not recovered to grade \\<= 1\n" in detail + "\n"
-    assert "alopecia)" not in detail
+    assert "(E18)." in detail
+    assert "alopecia" not in detail
 
 
 def test_only_attestations_left():
@@ -87,26 +86,45 @@ def test_only_attestations_left():
     assert card["summary"].endswith(": record checks pass, then investigator sign-off")
 
 
-def test_detail_says_nothing_blocks_and_how_to_resolve_each_item():
+def test_detail_says_nothing_blocks_and_what_to_order():
     s = _screening("potential-candidate", {"I3": _c("I3", U, "No CD38 result.")})
     detail = _cards(s)[0]["detail"]
-    assert "**Blocking:** nothing found." in detail
-    assert "**To check (1):**" in detail
-    assert "No CD38 result." in detail
-    assert md(RULES.criterion("I3").resolve) in detail
+    assert "**Blocking:** nothing recorded rules the patient out." in detail
+    assert "- Order 1 test with no recent result on record: CLL1/CD38 flow cytometry" in detail
 
 
-def test_detail_shows_key_values_with_dates():
-    alt = Evidence("Observation/alt1", 41, "U/L", "2026-09-20", display="ALT", note="1.0 x ULN")
-    crcl = Evidence("Observation/cr1", 0.9, "mg/dL", "2026-09-21", display="Creatinine",
-                    note="CrCl 88 mL/min from age 56, weight 70 kg, female")
-    s = _screening("potential-candidate", {"I7a": _c("I7a", M, "ALT 1.0 x ULN.", alt),
-                                           "I7c": _c("I7c", M, "CrCl 88 mL/min.", crcl)})
-    detail = _cards(s)[0]["detail"]
-    assert "**Key values:**" in detail
-    assert "ALT: 41 U/L (2026-09-20; 1.0 x ULN)" in detail
-    assert "weight 70 kg" in detail
-    assert "LVEF (I7d, met): none usable recorded" in detail
+def test_counts_agree_between_summary_detail_and_suggestion():
+    s = _screening("potential-candidate", {
+        "I7a": _c("I7a", U, "No ALT result in the 28 days before 2026-10-01; the latest (2026-08-20T07:30:00+00:00)"
+                            " is too old to count."),
+        "I7d": _c("I7d", U, "No LVEF result in the 90 days before 2026-10-01."),
+        "E10e": _c("E10e", U, "No LVEF result in the 90 days before 2026-10-01."),
+        "I4": _c("I4", U)})
+    [card] = _cards(s)
+    assert ": 3 items to check, then investigator sign-off" in card["summary"]
+    assert "**To check (3 items):**" in card["detail"]
+    assert "- Repeat 1 test older than 28 days (last 2026-08-20): ALT/AST" in card["detail"]
+    assert "- Order 1 test with no recent result on record: LVEF (echo/MUGA)" in card["detail"]  # one echo, 2 items
+    assert "3 items to check, 1 investigator sign-off." in card["suggestions"][0]["actions"][0]["resource"]["note"][0][
+        "text"]
+    assert "T07:30" not in card["detail"]
+
+
+def test_detail_shows_key_values_on_one_line():
+    born = Evidence("Patient/p1", "born 1974-05-22", None, "1974-05-22", note="birthDate")
+    aml = Evidence("Condition/c1", None, None, "2026-09-06", display="Acute myeloid leukemia, in relapse (disorder)",
+                   note="coded as relapse")
+    cd38 = Evidence("Observation/cd38", "78 %", None, "2026-09-19T09:00:00+00:00", display="CD38 cells",
+                    note="CD38 positive")
+    ecog = Evidence("Observation/e", 1, None, "2026-09-27T10:15:00+00:00", display="ECOG", note="ECOG")
+    lvef = Evidence("Observation/l", "60 %", None, "2026-09-11", display="LVEF", note="LVEF")
+    s = _screening("potential-candidate", {
+        "I1": _c("I1", M, "Age 52.", born), "I2": _c("I2", M, "Relapsed.", aml), "I3": _c("I3", M, "CD38+.", cd38),
+        "I6": _c("I6", M, "ECOG 1.", ecog), "I7d": _c("I7d", M, "LVEF 60 %.", lvef),
+        "I7c": _c("I7c", M, "Cockcroft-Gault creatinine clearance 83.1 mL/min (female, age 52) is above 45.")})
+    line = next(x for x in _cards(s)[0]["detail"].split("\n") if x.startswith("**Key values:**"))
+    assert line == ("**Key values:** 52 years · Acute myeloid leukemia, in relapse (2026-09-06) · CD38 78 % positive "
+                    "(2026-09-19) · ECOG 1 (2026-09-27) · LVEF 60 % (2026-09-11) · CrCl 83 mL/min")
 
 
 def test_referral_suggestion_creates_a_proposed_service_request():
@@ -151,10 +169,22 @@ def test_uuids_are_stable_per_hook_call_and_differ_between_calls():
     assert a["suggestions"][0]["uuid"] != a["uuid"]
 
 
-def test_not_retrieved_kinds_are_named_with_their_reason():
-    s = _screening("potential-candidate", not_retrieved={"Observation": "deadline passed"})
-    detail = _cards(s)[0]["detail"]
-    assert "**Data not retrieved**" in detail and "- Observation: deadline passed" in detail
+def test_not_retrieved_kinds_make_the_summary_say_the_screening_is_incomplete():
+    s = _screening("potential-candidate", not_retrieved={"Observation": "deadline passed",
+                                                         "Condition": "HTTP 500 from the FHIR server"})
+    [card] = _cards(s)
+    assert not card["summary"].startswith("Possible candidate")
+    assert card["summary"].startswith("Screening for NCT06880354 incomplete: diagnoses, results (labs, vitals, ECG, "
+                                      "echo) not retrieved")
+    assert len(card["summary"]) < 140
+    assert card["detail"].startswith("**Screening incomplete:** diagnoses, results (labs, vitals, ECG, echo) could "
+                                     "not be retrieved")
+
+
+def test_a_complete_screening_reads_possible_candidate():
+    [card] = _cards(_screening("potential-candidate"))
+    assert card["summary"].startswith("Possible candidate for NCT06880354")
+    assert "incomplete" not in card["summary"] + card["detail"]
 
 
 def test_record_text_cannot_inject_markdown_or_html():
@@ -198,10 +228,12 @@ def test_not_applicable_gives_no_card():
 
 
 def test_explain_ineligibility_shows_ineligible_and_not_applicable():
-    s = _screening("ineligible", {"I1": _c("I1", N, "Age 75.")})
+    s = _screening("ineligible", {"I1": _c("I1", N, "Age 75."), "I7a": _c("I7a", U, "No ALT result in the 28 days "
+                                                                                  "before 2026-10-01.")})
     [card] = _cards(s, explain_ineligibility=True)
     assert card["summary"].startswith("Not eligible for NCT06880354: Age 18-70")
-    assert "Age 75." in card["detail"]
+    assert "- **I1** Age 18-70 at consent: Age 75" in card["detail"]
+    assert "Order" not in card["detail"] and "Repeat" not in card["detail"] and "To check" not in card["detail"]
     [na] = _cards(_screening("not-applicable"), explain_ineligibility=True)
     assert "does not apply" in na["summary"]
 
@@ -233,8 +265,29 @@ def test_no_null_or_empty_fields():
 
 
 def test_cards_room_does_no_io():
-    for name in ("card.py", "detail.py"):
+    for name in ("card.py", "detail.py", "steps.py", "text.py", "checklist.py"):
         tree = ast.parse((Path(__file__).parents[2] / "cds_service" / "cards" / name).read_text())
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not imported & {"flask", "requests", "urllib3", "socket", "http"}, name
+
+
+@pytest.mark.parametrize("status, overrides", [
+    ("potential-candidate", {"I3": _c("I3", U, "No CD38 result.")}),
+    ("ineligible", {"E15": _c("E15", M, "A recent transplant.", until=date(2026, 12, 1))}),
+    ("ineligible", {"I1": _c("I1", N)}),
+    ("not-applicable", {}),
+])
+@pytest.mark.parametrize("explain", [False, True])
+def test_report_link_added_afterwards_gives_the_cards_built_with_it(status, overrides, explain):
+    """The hook builds its cards once, then adds the report link (``with_report``): the same cards as built
+    with the link, for every kind of card."""
+    from cds_service.cards.card import with_report
+
+    s = _screening(status, overrides, {"Procedure": "the FHIR server timed out"})
+    url = "https://screen.example.org/report/abcdefghijklmnopqrstuvwxyz012345"
+    without = _cards(s, explain_ineligibility=explain)
+    assert with_report(without, url) == _cards(s, report_url=url, explain_ineligibility=explain)
+    carded = status == "potential-candidate" or "E15" in overrides or explain
+    assert len(without) == (1 if carded else 0)  # the comparison is not between two empty lists
+    assert _cards(s, explain_ineligibility=explain) == without  # the input cards are left as they were

@@ -118,7 +118,7 @@ def test_html_is_self_contained_and_escaped():
     assert "@media print" in html
     text = " ".join(parser.text)
     assert "Screening report - NCT06880354" in text
-    for heading in ("Blocking (2)", "To confirm (", "Met ("):
+    for heading in ("Blocking (2)", "To check (", "Met ("):
         assert heading in text
     assert "Not eligible until 2027-01-01." in text
 

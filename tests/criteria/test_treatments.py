@@ -361,11 +361,21 @@ def test_E2c_longer_rule_makes_azacitidine_2_days_ago_met():
     assert v.result is MET
 
 
-def test_E2c_active_order_without_end_is_met_assumed_ongoing():
+def test_E2c_active_order_past_its_expected_course_goes_to_review():
+    # Issue 9: an active order with no end date was "assumed still taken" for ever, and its until moved with the
+    # evaluation time. A 60-day-old venetoclax order with no supply duration has run its default 30-day course
+    # (2026-09-01), before the 130 h washout: the order is still active, so confirm no dose since (UNKNOWN), not
+    # an exclusion that renews itself every day.
     v = verdict("E2c", medication_request(RXNORM, VENETOCLAX, start=date_ago(60)))
+    assert v.result is UNKNOWN
+    assert "past its expected course, which ended 2026-09-01" in v.reason and v.until is None
+
+
+def test_E2c_active_order_within_its_expected_course_is_met_with_a_fixed_until():
+    v = verdict("E2c", medication_request(RXNORM, VENETOCLAX, start="2026-09-25"))
     assert v.result is MET
-    assert "assumed still taken" in v.reason
-    assert v.until == date(2026, 10, 7)  # if stopped now: 2026-10-01 09:00 + 130 h = 2026-10-06 19:00
+    assert "expected course runs to 2026-10-25" in v.reason
+    assert v.until == date(2026, 10, 31)  # 2026-10-25 00:00 + 130 h = 2026-10-30 10:00
 
 
 def test_E2c_future_order_is_not_received():

@@ -20,7 +20,7 @@ TABLES = sorted((default_mappings_dir() / "value-sets").glob("*.json"))
 def _outcome(path, fast):
     validator = jsonschema.Draft202012Validator(_schema(SCHEMA_PATH))
     try:
-        return "ok", _read_table(path, validator, fast)
+        return "ok", _read_table(path, lambda: validator, fast)
     except ConfigurationError as exc:
         return "error", str(exc)
 
@@ -68,3 +68,15 @@ def test_broken_tables_same_verdict_and_message_with_and_without_the_fast_valida
         assert with_fast == plain, name
         refused += with_fast[0] == "error"
     assert refused >= 5
+
+
+def test_screening_start_up_does_not_import_jsonschema():
+    """The shipped tables and rules are accepted by the fast validator, so a command that only loads them never
+    pays for importing jsonschema (issue 14: start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from cds_service.config import default_knowledge; default_knowledge(); "
+            "print('jsonschema' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

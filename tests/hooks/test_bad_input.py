@@ -249,10 +249,14 @@ def test_malformed_bundle_entries_are_ignored(app, client):
     assert "Observation" in screening["not_retrieved"]
 
 
-def test_an_unreadable_patient_gives_no_card_not_an_error(app, client):
+def test_an_unreadable_patient_is_a_412_naming_the_cause_not_an_empty_card_list(app, client):
+    """Nothing was screened: "no card" would read as a negative screen (the sandbox shows "All clear")."""
     prefetch = full_prefetch(app, *aml_patient(), overrides={"patient": patient(birthDate="1970-02-31")})
     resp = client.post(SERVICE_URL, json=hook_body(prefetch))
-    assert resp.status_code == 200 and resp.get_json() == {"cards": []}
+    assert resp.status_code == 412
+    body = resp.get_json()
+    assert body["resourceType"] == "OperationOutcome" and "cards" not in body
+    assert "could not be read" in body["issue"][0]["diagnostics"]
 
 
 # --- a 100,000-entry Bundle -------------------------------------------------------------------------------------

@@ -160,8 +160,14 @@ def test_explained_ineligibility_cards_conform(make_app, resources, status):
 
 
 def test_no_card_answers_conform(app, client):
+    """A patient screened whom the trial does not concern: no card (not an error)."""
     assert _post(client, full_prefetch(app, patient()))["cards"] == []
-    assert _post(client, full_prefetch(app, overrides={"patient": None}))["cards"] == []
+
+
+def test_a_patient_that_cannot_be_obtained_is_a_412_outcome_not_an_empty_card_list(app, client):
+    resp = client.post(SERVICE_URL, json=hook_body(full_prefetch(app, overrides={"patient": None})))
+    check_outcome(resp, 412)
+    assert "cards" not in resp.get_json()
 
 
 def test_report_link_conforms(make_app):
@@ -177,8 +183,10 @@ def test_report_link_conforms(make_app):
 def test_not_retrieved_kinds_conform(app, client):
     failed = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
     body = _post(client, full_prefetch(app, *aml_patient(), overrides={"observations": failed}))
-    detail = body["cards"][0]["detail"]
-    assert "Data not retrieved" in detail and "Observation" in detail
+    card = body["cards"][0]
+    assert card["detail"].startswith("**Screening incomplete:** results (labs, vitals, ECG, echo) could not be "
+                                     "retrieved")
+    assert not card["summary"].startswith("Possible candidate") and "incomplete" in card["summary"]
 
 
 @pytest.mark.parametrize("status,make", [

@@ -37,23 +37,28 @@ def test_prefetch_reads_the_patient_and_searches_by_patient(client):
         assert int(query["_count"][0]) > 0
 
 
-def test_observations_are_narrowed_to_the_codes_of_the_observation_value_sets(client, knowledge):
+def test_observations_are_asked_for_by_category_and_together_cover_every_observation(client):
+    # Issue 9 part 5: code lists in templates missed codes the engine reads (a blood-pressure panel 55284-4) and
+    # cannot hold expanded value sets. One key asks for every HL7 category, the other for its complement
+    # (category:not: none or a local category), so nothing is lost and the engine filters locally.
     prefetch = _service(client)["prefetch"]
-    obs = [t for k, t in prefetch.items() if k.startswith("observations")]
-    assert obs, "an Observation query is expected"
-    tokens = set()
-    for t in obs:
-        assert len(t) < 4000  # each URL stays well under common limits
-        q = parse_qs(urlsplit(t).query)
+    obs = {k: parse_qs(urlsplit(t).query) for k, t in prefetch.items() if k.startswith("observations")}
+    assert set(obs) == {"observations", "observations-other"}
+    for q in obs.values():
         assert q["_sort"] == ["-date"]
-        tokens.update(q["code"][0].split(","))
-    # ALT, blasts, LVEF and ECOG codes are asked for; a condition code (AML) and LOINC answers are not
-    for vs in ("alt", "bone-marrow-blasts", "lvef", "ecog", "hbsag"):
-        for c in knowledge.tables[vs].concepts:
-            if not c.code.startswith("LA"):
-                assert f"{c.system}|{c.code}" in tokens, (vs, c.code)
-    assert not any(t.endswith("|91861009") for t in tokens)
-    assert not any("|LA" in t for t in tokens)
+        assert "code" not in q
+    cats = obs["observations"]["category"][0].split(",")
+    assert obs["observations-other"]["category:not"] == [",".join(cats)]
+    names = {c.rpartition("|")[2] for c in cats}
+    assert {"laboratory", "vital-signs", "exam", "survey", "social-history", "imaging", "procedure"} <= names
+    assert all(c.startswith("http://terminology.hl7.org/CodeSystem/observation-category|") for c in cats)
+
+
+def test_medication_kinds_include_the_medications_they_reference(client):
+    prefetch = _service(client)["prefetch"]
+    for key, kind in (("medication-requests", "MedicationRequest"), ("medication-statements", "MedicationStatement"),
+                      ("medication-administrations", "MedicationAdministration")):
+        assert parse_qs(urlsplit(prefetch[key]).query)["_include"] == [f"{kind}:medication"], key
 
 
 def test_every_other_kind_the_criteria_read_is_asked_for(client):

@@ -164,18 +164,22 @@ def test_plain_http_server_is_refused_unless_listed(make_app):
 
 
 @responses.activate
-def test_patient_that_cannot_be_read_gives_no_card(app, client, caplog):
+def test_a_patient_the_fhir_server_does_not_know_is_a_412_naming_the_cause(app, client, caplog):
+    """Nothing was screened: an empty card list would read as "screened, nothing to show"."""
     responses.get(f"{EHR}/Patient/{PID}", status=404)
     for kind in set(templates_of(app).values()) - {"Patient"}:
         responses.get(f"{EHR}/{kind}", json=searchset())
     with caplog.at_level(logging.INFO, logger="trialscreen"):
-        body = _post(client, hook_body(fhirServer=EHR, fhirAuthorization=_auth()))
-    assert body == {"cards": []}
-    assert "no patient record to screen" in caplog.text
+        body = _post(client, hook_body(fhirServer=EHR, fhirAuthorization=_auth()), status=412)
+    assert body["resourceType"] == "OperationOutcome"
+    assert "could not be read from the FHIR server" in body["issue"][0]["diagnostics"]
+    assert PID not in body["issue"][0]["diagnostics"]
+    assert "no patient record to screen: 412" in caplog.text
 
 
-def test_null_patient_gives_no_card(app, client):
-    assert _post(client, hook_body(full_prefetch(app, overrides={"patient": None}))) == {"cards": []}
+def test_null_patient_is_a_412(app, client):
+    body = _post(client, hook_body(full_prefetch(app, overrides={"patient": None})), status=412)
+    assert "the prefetch holds no Patient" in body["issue"][0]["diagnostics"]
 
 
 def test_resources_of_another_patient_are_set_aside(app, client):
@@ -260,9 +264,11 @@ def test_logs_carry_no_patient_id_or_token(make_app, caplog):
     assert any(getattr(r, "request_id", None) for r in caplog.records)
 
 
-def test_prefetched_patient_with_another_id_gives_no_card(app, client):
+def test_prefetched_patient_with_another_id_is_a_412(app, client):
+    """The prefetched Patient is someone else's: this patient could not be obtained, so nothing was screened."""
     prefetch = full_prefetch(app, *aml_patient(), overrides={"patient": patient(pid="someone-else")})
-    assert _post(client, hook_body(prefetch)) == {"cards": []}
+    body = _post(client, hook_body(prefetch), status=412)
+    assert "someone-else" not in str(body) and "no Patient" in body["issue"][0]["diagnostics"]
 
 
 def test_unexpected_error_is_a_500_outcome_without_trace(app, client, monkeypatch, caplog):

@@ -21,6 +21,7 @@ from cds_service.hooks.demo_data import FIXTURE_TIME, FixturePatient, load_fixtu
 from cds_service.hooks.server import gunicorn_options
 
 LOINC = "http://loinc.org"
+CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +40,11 @@ def _patient() -> FixturePatient:
     return FixturePatient(pid, "made.json", [
         {"resourceType": "Patient", "id": pid, "birthDate": "1970-01-01"},
         {"resourceType": "Observation", "id": "o1", "subject": {"reference": f"Patient/{pid}"},
-         "code": {"coding": [{"system": LOINC, "code": "1742-6"}]}, "effectiveDateTime": "2026-09-01"},
+         "code": {"coding": [{"system": LOINC, "code": "1742-6"}]}, "effectiveDateTime": "2026-09-01",
+         "category": [{"coding": [{"system": CATEGORY, "code": "laboratory"}]}]},
         {"resourceType": "Observation", "id": "o2", "subject": {"reference": f"Patient/{pid}"},
-         "code": {"coding": [{"system": LOINC, "code": "9999-9"}]}, "effectiveDateTime": "2026-09-20"},
+         "code": {"coding": [{"system": LOINC, "code": "9999-9"}]}, "effectiveDateTime": "2026-09-20",
+         "category": [{"coding": [{"system": CATEGORY, "code": "vital-signs"}]}]},
         {"resourceType": "Observation", "id": "o3", "subject": {"reference": f"Patient/{pid}"},
          "code": {"coding": [{"system": LOINC, "code": "1920-8"}]}, "effectiveDateTime": "2025-01-05"},
         {"resourceType": "MedicationRequest", "id": "m1", "subject": {"reference": f"Patient/{pid}"},
@@ -56,7 +59,10 @@ def test_prefetch_reads_searches_and_filters_like_a_fhir_server():
         "patient": "Patient/{{context.patientId}}",
         "labs": f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|1742-6,{LOINC}|1920-8&_sort=-date",
         "recent": "Observation?patient={{context.patientId}}&date=ge2026-09-10",
-        "meds": "MedicationRequest?patient={{context.patientId}}&_count=50",
+        "meds": "MedicationRequest?patient={{context.patientId}}&_include=MedicationRequest:medication&_count=50",
+        "meds-alone": "MedicationRequest?patient={{context.patientId}}",
+        "lab-category": f"Observation?patient={{{{context.patientId}}}}&category={CATEGORY}|laboratory",
+        "other-category": f"Observation?patient={{{{context.patientId}}}}&category:not={CATEGORY}|laboratory",
         "allergies": "AllergyIntolerance?patient={{context.patientId}}",
         "missing": "Practitioner/{{context.patientId}}",
     }
@@ -67,6 +73,10 @@ def test_prefetch_reads_searches_and_filters_like_a_fhir_server():
     assert [e["resource"]["id"] for e in pre["recent"]["entry"]] == ["o2"]
     meds = pre["meds"]["entry"]
     assert [(e["resource"]["id"], e["search"]["mode"]) for e in meds] == [("m1", "match"), ("med1", "include")]
+    # without _include a FHIR server sends no Medication: gather reads it by reference when it can
+    assert [e["resource"]["id"] for e in pre["meds-alone"]["entry"]] == ["m1"]
+    assert [e["resource"]["id"] for e in pre["lab-category"]["entry"]] == ["o1"]
+    assert [e["resource"]["id"] for e in pre["other-category"]["entry"]] == ["o2", "o3"]  # :not holds no category
     assert pre["allergies"] == {"resourceType": "Bundle", "type": "searchset", "total": 0, "entry": []}
     assert pre["missing"] is None
 

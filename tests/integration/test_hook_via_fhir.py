@@ -72,7 +72,7 @@ def service(knowledge, allow: tuple[str, ...], **settings) -> Iterator[str]:
 
 
 def call(base: str, patient_id: str, fhir: str | None, prefetch: dict | None = None,
-         token: str | None = "test-token") -> tuple[dict, float]:
+         token: str | None = "test-token", status: int = 200) -> tuple[dict, float]:
     body: dict = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": {"patientId": patient_id}}
     if fhir:
         body["fhirServer"] = fhir
@@ -84,7 +84,7 @@ def call(base: str, patient_id: str, fhir: str | None, prefetch: dict | None = N
     t0 = time.perf_counter()
     resp = requests.post(f"{base}/cds-services/{SERVICE_ID}", json=body, timeout=30)
     elapsed = time.perf_counter() - t0
-    assert resp.status_code == 200, resp.text
+    assert resp.status_code == status, resp.text
     return resp.json(), elapsed
 
 
@@ -124,7 +124,8 @@ def test_page_cap_marks_the_rest_not_retrieved(loaded, patients, knowledge):
         body, _ = call(base, PREFIX + p.patient_id, loaded.base_url)
     reasons = screening_of(body)["not_retrieved"]
     assert "more than 1 pages" in reasons["Observation"]
-    assert "Data not retrieved" in body["cards"][0]["detail"]
+    detail = body["cards"][0]["detail"]
+    assert detail.startswith("**Screening incomplete:**") and "results (labs, vitals, ECG, echo)" in detail
 
 
 def test_prefetch_and_fhir_paths_agree(loaded, patients, knowledge):
@@ -135,17 +136,20 @@ def test_prefetch_and_fhir_paths_agree(loaded, patients, knowledge):
             assert screening_of(via_prefetch) == expected(p, knowledge), p.source
 
 
-def test_unknown_patient_on_the_server_gives_no_card(loaded, knowledge):
+def test_unknown_patient_on_the_server_is_a_412_naming_the_cause(loaded, knowledge):
+    """Nothing was screened: an empty card list would read as a negative screen ("All clear" in the sandbox)."""
     with service(knowledge, (loaded.base_url,)) as base:
-        body, _ = call(base, "no-such-patient-" + PREFIX, loaded.base_url)
-    assert body == {"cards": []}
+        body, _ = call(base, "no-such-patient-" + PREFIX, loaded.base_url, status=412)
+    assert body["resourceType"] == "OperationOutcome" and "cards" not in body
+    assert "could not be read from the FHIR server" in body["issue"][0]["diagnostics"]
 
 
-def test_server_off_the_allowlist_gets_no_request(loaded, patients, knowledge):
+def test_server_off_the_allowlist_gets_no_request_and_the_answer_is_a_412(loaded, patients, knowledge):
     p = patients[0]
     with service(knowledge, ("https://ehr.example.org/fhir",)) as base:
-        body, _ = call(base, PREFIX + p.patient_id, loaded.base_url)
-    assert body == {"cards": []}  # without the Patient there is nothing to screen
+        body, _ = call(base, PREFIX + p.patient_id, loaded.base_url, status=412)
+    assert body["resourceType"] == "OperationOutcome"
+    assert "fhirServer is not on this service's allowlist" in body["issue"][0]["diagnostics"]
 
 
 # --- servers that misbehave (tiny local HTTP servers) ----------------------------------------------------------
@@ -215,7 +219,8 @@ def test_server_down_still_answers_with_kinds_not_retrieved(patients, knowledge)
     reasons = screening_of(body)["not_retrieved"]
     assert "could not be reached" in reasons["Observation"]
     assert "Condition" not in reasons and elapsed < 3
-    assert "Data not retrieved" in body["cards"][0]["detail"]
+    detail = body["cards"][0]["detail"]
+    assert detail.startswith("**Screening incomplete:**") and "results (labs, vitals, ECG, echo)" in detail
 
 
 def test_401_marks_kinds_not_retrieved(patients, knowledge):
@@ -227,10 +232,10 @@ def test_401_marks_kinds_not_retrieved(patients, knowledge):
     assert body["cards"][0]["summary"]
 
 
-def test_401_on_the_patient_read_gives_no_card(knowledge):
+def test_401_on_the_patient_read_is_a_412_naming_the_refused_token(knowledge):
     with tiny_server("401") as fhir, service(knowledge, (fhir,)) as base:
-        body, _ = call(base, "p1", fhir, token="bad-token")
-    assert body == {"cards": []}
+        body, _ = call(base, "p1", fhir, token="bad-token", status=412)
+    assert "refused the access token (HTTP 401)" in body["issue"][0]["diagnostics"]
 
 
 def test_slow_server_is_cut_off_at_the_deadline(patients, knowledge):
