@@ -70,7 +70,7 @@ def _screen_groups(groups: Iterable[tuple[str, Iterable[tuple[str, str, bytes]]]
     from cds_service.config import Settings, load_knowledge
     from cds_service.gather.record import build_record, relevant_to
     from cds_service.pipeline import screen
-    from cds_service.population import _patient_name, summarise
+    from cds_service.population import _patient_name, as_json, summarise
 
     if _knowledge is None:
         _knowledge = load_knowledge(Settings.from_env())
@@ -105,7 +105,8 @@ def _screen_groups(groups: Iterable[tuple[str, Iterable[tuple[str, str, bytes]]]
         resources = [orjson.loads(b) for b in bodies]
         resources.extend(referenced_shared(bodies, shared_types, lookup))
         record = build_record(f"Patient/{pid}", resources, keep=keep)
-        outcome = summarise(screen(record, at, _knowledge), _patient_name(resources), lambda s, k: s.to_json())
+        outcome = summarise(screen(record, at, _knowledge), _patient_name(resources), as_json, _knowledge,
+                            record.patient)
         row = outcome.row()
         k0, k1, k2, k3, k4 = sort_key(row)
         yield {"orphan": 0, "patient": pid, "name": row.name, "status": row.status,
