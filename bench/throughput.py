@@ -68,34 +68,36 @@ def _client_process(body: bytes, threads: int, commands: mp.Queue, results: mp.Q
         url, seconds = command
         stop_at = time.perf_counter() + seconds
         lat: list[float] = []
-        errors = [0]
+        errors: dict[str, int] = {}
         lock = threading.Lock()
 
         def run(session: requests.Session, url: str = url, stop_at: float = stop_at,
-                lat: list[float] = lat, errors: list[int] = errors, lock: threading.Lock = lock) -> None:
+                lat: list[float] = lat, errors: dict[str, int] = errors, lock: threading.Lock = lock) -> None:
             mine: list[float] = []
-            bad = 0
+            bad: dict[str, int] = {}
             while time.perf_counter() < stop_at:
                 t0 = time.perf_counter()
                 try:
                     resp = session.post(url, data=body, headers=JSON_HEADERS, timeout=60)
-                    ok = resp.status_code == 200 and resp.content.startswith(b'{"cards":')
-                except requests.RequestException:
-                    ok = False
-                if ok:
+                    why = None if resp.status_code == 200 and resp.content.startswith(b'{"cards":') \
+                        else f"HTTP {resp.status_code}"
+                except requests.RequestException as exc:
+                    why = type(exc).__name__
+                if why is None:
                     mine.append(time.perf_counter() - t0)
                 else:
-                    bad += 1
+                    bad[why] = bad.get(why, 0) + 1
             with lock:
                 lat.extend(mine)
-                errors[0] += bad
+                for why, n in bad.items():
+                    errors[why] = errors.get(why, 0) + n
 
         workers = [threading.Thread(target=run, args=(s,)) for s in sessions]
         for w in workers:
             w.start()
         for w in workers:
             w.join()
-        results.put((lat, errors[0]))
+        results.put((lat, errors))
 
 
 class Clients:
@@ -112,14 +114,18 @@ class Clients:
         for p in self.procs:
             p.start()
 
-    def run(self, url: str, seconds: float) -> tuple[list[float], int, float]:
-        """All clients post to ``url`` for ``seconds``: (latencies, errors, elapsed wall time)."""
+    def run(self, url: str, seconds: float) -> tuple[list[float], dict[str, int], float]:
+        """All clients post to ``url`` for ``seconds``: (latencies, errors by kind, elapsed wall time)."""
         t0 = time.perf_counter()
         for q in self.commands:
             q.put((url, seconds))
         got = [self.results.get(timeout=seconds + 120) for _ in self.commands]
         elapsed = time.perf_counter() - t0
-        return [x for r in got for x in r[0]], sum(r[1] for r in got), elapsed
+        errors: dict[str, int] = {}
+        for _lat, bad in got:
+            for why, n in bad.items():
+                errors[why] = errors.get(why, 0) + n
+        return [x for r in got for x in r[0]], errors, elapsed
 
     def close(self) -> None:
         for q in self.commands:
@@ -140,7 +146,7 @@ def interleaved_load(clients: Clients, urls: dict[str, str], seconds: float,
     slices = max(1, round(seconds / slice_seconds))
     per = seconds / slices
     lat: dict[str, list[float]] = {n: [] for n in names}
-    errors = dict.fromkeys(names, 0)
+    errors: dict[str, dict[str, int]] = {n: {} for n in names}
     busy = dict.fromkeys(names, 0.0)
     pair_ratios: list[float] = []
     for k in range(slices):
@@ -149,7 +155,8 @@ def interleaved_load(clients: Clients, urls: dict[str, str], seconds: float,
         for name in order:
             got, bad, elapsed = clients.run(urls[name], per)
             lat[name].extend(got)
-            errors[name] += bad
+            for why, n in bad.items():
+                errors[name][why] = errors[name].get(why, 0) + n
             # The slice's own length (clients stop posting at ``per``; the last answers come in just after).
             busy[name] += min(elapsed, per + 1)
             rps[name] = len(got) / min(elapsed, per + 1)
@@ -216,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             clients.close()
         for name, r in res.items():
-            rows.append([name, f"{r['rps']:.1f}", f"{r['p50']:.0f}", f"{r['p99']:.0f}", r["n"], r["errors"]])
+            kinds = ", ".join(f"{n} {why}" for why, n in sorted(r["errors"].items())) or "0"
+            rows.append([name, f"{r['rps']:.1f}", f"{r['p50']:.0f}", f"{r['p99']:.0f}", r["n"], kinds])
     finally:
         server.terminate()
         try:
@@ -225,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             server.kill()
         log.close()
     ratio = res["patient-view"]["rps"] / res["json-only"]["rps"] if res["json-only"]["rps"] else 0.0
-    errors = sum(r["errors"] for r in res.values())
+    errors = sum(sum(r["errors"].values()) for r in res.values())
     spread = (f"; slice pairs {min(pair_ratios):.2f}-{max(pair_ratios):.2f}, "
               f"median {statistics.median(pair_ratios):.2f}" if pair_ratios else "")
     print(f"throughput: gunicorn 2 workers, {args.clients} clients, {args.seconds:g} s per endpoint in alternating "

@@ -17,6 +17,7 @@ from typing import Any
 from cds_service.errors import ConfigurationError
 from cds_service.facts.codes import CodeTables, default_mappings_dir, load_code_tables
 from cds_service.facts.drugs import DrugTables, load_drug_tables
+from cds_service.facts.units import load_unit_table, set_unit_table
 from cds_service.rules import TrialRules, load_trial_rules
 
 __all__ = ["Settings", "Knowledge", "load_knowledge", "default_knowledge"]
@@ -81,6 +82,8 @@ class Settings:
     auth_required: bool = True
     trusted_clients: Path | None = None
     cors_origins: tuple[str, ...] = ()
+    # A proxy for fetching issuers' JWKS, set on purpose; empty = direct (proxy variables and .netrc are ignored).
+    jwks_proxy: str = ""
     log_level: str = "INFO"
     # Benchmarks only (bench/): serve POST /bench/json-only, the parse-the-body-and-answer-nothing baseline.
     bench_endpoints: bool = False
@@ -134,6 +137,9 @@ def load_knowledge(settings: Settings) -> Knowledge:
     """Load and validate code tables and trial rules (raises ConfigurationError naming the bad file)."""
     tables = load_code_tables(settings.mappings_dir, settings.site_tables)
     rules = load_trial_rules(settings.mappings_dir, settings.rules_override)
+    units = Path(settings.mappings_dir) / "units.json"
+    if units.exists():  # the non-UCUM unit spellings: validated at start-up like every table
+        set_unit_table(load_unit_table(units))
     horizon = rules.date_horizon
     named = set(horizon.days) | horizon.qualifiers | set(horizon.same_time_as) | set(horizon.closest_to) \
         if horizon is not None else set()

@@ -1,17 +1,21 @@
 """Regenerate fhir_mappings/medications/{ingredients,products}.json from public, citable sources.
 
 Sources:
-- the VSAC value-set expansions published with the eCQM content in the public repository
-  ``cqframework/ecqm-content-qicore-2024`` (``input/vocabulary/valueset/external/*.json``): every RxNorm member
-  (SCD and GPCK; the expansions hold no branded drugs) becomes a product, its ingredients and strengths parsed
-  from the RxNorm normalised name ("dexamethasone 4 MG Oral Tablet", "2 ML fludarabine phosphate 25 MG/ML
-  Injection", "{27 (dexamethasone 1.5 MG Oral Tablet) } Pack");
+- the VSAC value sets published with the eCQM content in the public repositories
+  ``cqframework/ecqm-content-qicore-2025``, ``-qicore-2024`` and ``-r4-2021``
+  (``input/vocabulary/valueset/external/*.json``): every RxNorm member of any term type (SCD, SBD, GPCK, BPCK,
+  SCDF, SBDF, SCDG, IN, MIN) becomes a product, its ingredients and strengths parsed from the RxNorm name
+  ("dexamethasone 4 MG Oral Tablet", "2 ML fludarabine phosphate 25 MG/ML Injection",
+  "{27 (dexamethasone 1.5 MG Oral Tablet) } Pack");
 - ``fhir_mappings/medications/reviewed-additions.json``: hand-reviewed ingredient classes, ATC codes, brands,
   synonyms, half-lives and prednisone factors (each with its source), and any hand-added product (with a note).
 
-Usage (the repository is read with git, no work tree needed)::
+Usage (the repositories are read with git, no work tree needed; newest first)::
 
-    python scripts/build_medication_tables.py --ecqm-repo /path/to/ecqm-content-qicore-2024[.git]
+    python scripts/build_medication_tables.py \
+        --ecqm-repo cqframework/ecqm-content-qicore-2025=/path/to/ecqm-content-qicore-2025 \
+        --ecqm-repo cqframework/ecqm-content-qicore-2024=/path/to/ecqm-content-qicore-2024 \
+        --ecqm-repo cqframework/ecqm-content-r4-2021=/path/to/ecqm-content-r4-2021
 
 The output is deterministic (sorted), so a rebuild from the same commit gives the same files.
 """
@@ -22,6 +26,7 @@ import argparse
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +37,6 @@ from cds_service.facts.drug_names import base_ingredient, parse_rxnorm_name  # n
 OUT = ROOT / "fhir_mappings" / "medications"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 VS_DIR = "input/vocabulary/valueset/external"
-ECQM_REPO = "cqframework/ecqm-content-qicore-2024"
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -40,14 +44,21 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def read_ecqm(repo: Path) -> tuple[str, dict[str, tuple[str, list[str]]]]:
-    """(commit, {rxcui: (display, [value-set name@version, ...])}) for every RxNorm member of every expansion."""
+    """(commit, {rxcui: (display, [value-set name|version, ...])}) for every RxNorm member of every value set
+    (its expansion, or its compose when it was published without one)."""
     commit = _git(repo, "rev-parse", "HEAD").strip()
     names = [n for n in _git(repo, "ls-tree", "--name-only", f"HEAD:{VS_DIR}").split() if n.endswith(".json")]
     members: dict[str, tuple[str, list[str]]] = {}
     for name in sorted(names):
-        vs = json.loads(_git(repo, "show", f"HEAD:{VS_DIR}/{name}"))
+        try:
+            vs = json.loads(_git(repo, "show", f"HEAD:{VS_DIR}/{name}"))
+        except (subprocess.CalledProcessError, json.JSONDecodeError):
+            continue  # an object the snapshot does not hold
         label = f"{vs.get('name') or vs.get('id')}|{vs.get('version', '')}"
-        for c in vs.get("expansion", {}).get("contains", []):
+        listed = list(vs.get("expansion", {}).get("contains", []))
+        for inc in vs.get("compose", {}).get("include", []):
+            listed.extend({**c, "system": inc.get("system")} for c in inc.get("concept", []))
+        for c in listed:
             if c.get("system") != RXNORM or not c.get("display"):
                 continue
             display, sets = members.setdefault(c["code"], (c["display"], []))
@@ -56,11 +67,21 @@ def read_ecqm(repo: Path) -> tuple[str, dict[str, tuple[str, list[str]]]]:
     return commit, members
 
 
-def build(repo: Path) -> tuple[dict, dict]:
+def build(repos: list[tuple[str, Path]]) -> tuple[dict, dict]:
+    """The two tables from the value sets of ``repos`` ((owner/name, git dir), newest first: a code listed by
+    several keeps the first one's display) and the reviewed additions."""
     additions = json.loads((OUT / "reviewed-additions.json").read_text(encoding="utf-8"))
-    commit, members = read_ecqm(repo)
+    members: dict[str, tuple[str, list[str]]] = {}
+    sources = []
+    for name, path in repos:
+        commit, found = read_ecqm(path)
+        sources.append({"repository": name, "commit": commit, "path": VS_DIR})
+        for code, (display, sets) in found.items():
+            entry = members.setdefault(code, (display, []))
+            entry[1].extend(f"{s} ({name.split('/')[-1]})" for s in sets)
     curated = {i["name"].lower(): i for i in additions["ingredients"]}
     synonyms = {s.lower(): i["name"].lower() for i in additions["ingredients"] for s in i.get("synonyms", ())}
+    brands = {b.lower(): i["name"].lower() for i in additions["ingredients"] for b in i.get("brands", ())}
     products: dict[str, dict] = {}
     ingredient_names: set[str] = set()
     skipped = 0
@@ -69,9 +90,17 @@ def build(repo: Path) -> tuple[dict, dict]:
         if parsed is None or not parsed.ingredients:
             skipped += 1
             continue
+        if any(part.name[:1].isupper() for part in parsed.ingredients):
+            # "Lantus Injectable Product", "Glumetza": a brand name alone; kept only when a reviewed brand.
+            named = [brands.get(part.name.lower()) for part in parsed.ingredients]
+            if None in named:
+                skipped += 1
+                continue
+            renamed = tuple(replace(p, name=n) for p, n in zip(parsed.ingredients, named, strict=True))
+            parsed = replace(parsed, brand=parsed.brand or parsed.ingredients[0].name, ingredients=renamed)
         ings = []
         for part in parsed.ingredients:
-            name = base_ingredient(part.name, curated)
+            name = base_ingredient(part.name, lambda n: n in curated or n in synonyms)
             name = synonyms.get(name, name)
             ingredient_names.add(name)
             entry = {"name": name}
@@ -87,8 +116,8 @@ def build(repo: Path) -> tuple[dict, dict]:
             "tty": parsed.tty,
             "form": parsed.form,
             "ingredients": ings,
-            # The repository and commit are in the file's meta; here the value sets (name|version) that list it.
-            "source": f"VSAC {', '.join(sorted(sets))}",
+            # The repositories and commits are in the file's meta; here the value sets (name|version) listing it.
+            "source": f"VSAC {', '.join(sorted(dict.fromkeys(sets)))}",
         }
     for p in additions.get("products", ()):
         products[p["code"]] = {k: v for k, v in p.items()}
@@ -97,14 +126,11 @@ def build(repo: Path) -> tuple[dict, dict]:
     ingredients = []
     for name in sorted(ingredient_names | set(curated)):
         entry = dict(curated.get(name, {"name": name, "atc": [], "classes": []}))
-        if name not in curated:
-            entry["source"] = f"ingredient parsed from RxNorm product names in {ECQM_REPO}@{commit[:12]}"
-        else:
-            entry["source"] = "reviewed-additions.json"
+        entry["source"] = "reviewed-additions.json" if name in curated else "ingredient named in RxNorm product names"
         ingredients.append(entry)
-    meta = {"ecqm_repository": ECQM_REPO, "ecqm_commit": commit, "generated_by": "scripts/build_medication_tables.py"}
+    meta = {"sources": sources, "generated_by": "scripts/build_medication_tables.py"}
     ing_doc = {"meta": meta, "classes": additions["classes"], "prophylaxis_markers": additions["prophylaxis_markers"],
-               "ingredients": ingredients}
+               "vaccines": additions["vaccines"], "ingredients": ingredients}
     prod_doc = {"meta": {**meta, "skipped_unparsed": skipped},
                 "products": [products[k] for k in sorted(products, key=int)]}
     return ing_doc, prod_doc
@@ -120,9 +146,16 @@ def _one_entry_a_line(doc: dict, key: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ecqm-repo", type=Path, required=True, help="git directory of ecqm-content-qicore-2024")
+    parser.add_argument("--ecqm-repo", action="append", required=True, metavar="OWNER/NAME=GIT_DIR",
+                        help="an eCQM content repository and its git directory; repeat, newest first")
     args = parser.parse_args(argv)
-    ing_doc, prod_doc = build(args.ecqm_repo)
+    repos = []
+    for item in args.ecqm_repo:
+        name, _, path = item.partition("=")
+        if not path:
+            parser.error(f"--ecqm-repo {item!r}: give OWNER/NAME=GIT_DIR")
+        repos.append((name, Path(path)))
+    ing_doc, prod_doc = build(repos)
     for name, doc, key in (("ingredients.json", ing_doc, "ingredients"), ("products.json", prod_doc, "products")):
         (OUT / name).write_text(_one_entry_a_line(doc, key), encoding="utf-8")
     tty: dict[str, int] = {}

@@ -144,7 +144,8 @@ MEMBERS = [
     ("autoimmune-named", SCT, "239791005", "VSAC", None),  # seropositive rheumatoid arthritis
     ("autoimmune-named", ICD10CM, "M05.79", "simple-icd-10-cm", None),
     ("pulmonary-fibrosis", SCT, "700250006", "reviewed", None),  # idiopathic pulmonary fibrosis
-    ("infection", SCT, "41381004", "reviewed", None),  # Pseudomonas pneumonia
+    ("infection", SCT, "41381004", "VSAC", None),  # Pseudomonas pneumonia
+    ("infection", SCT, "91302008", "reviewed", None),  # sepsis
     ("infection", GM, "J15.1", "ICD-10-GM", None),
     # procedures: ICD-10-PCS (VSAC and table axes), SNOMED CT
     ("allo-hsct", PCS, "30243Y4", "VSAC", None),

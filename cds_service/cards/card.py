@@ -89,8 +89,25 @@ def kinds_text(not_retrieved: Mapping[str, str]) -> str:
     return ", ".join(KIND_NAMES.get(k, k) for k in sorted(not_retrieved))
 
 
-def _first_sentence(text: str, limit: int = 160) -> str:
+# Resource references and SNOMED semantic tags are for the report; on the card they only lengthen a sentence.
+_REF_ALONE = re.compile(r"\s*\((?:[A-Z][A-Za-z]+/[A-Za-z0-9.\-]+)\)")
+_REF_LISTED = re.compile(r",\s*[A-Z][A-Za-z]+/[A-Za-z0-9.\-]+(?=[),;])")
+_SEMANTIC_TAG = re.compile(r"\s\((?:disorder|finding|procedure|situation)\)")
+
+
+def _first_sentence(text: str, limit: int = 170) -> str:
+    text = _SEMANTIC_TAG.sub("", _REF_LISTED.sub("", _REF_ALONE.sub("", text)))
     first = _SENTENCE_END.split(text.strip(), maxsplit=1)[0].rstrip(".")
+    if len(first) > limit:  # whole clauses ("...; as of 2026-10-01; provisional ..." dropped), not a cut word
+        clauses = first.split("; ")
+        kept = clauses[0]
+        for clause in clauses[1:]:
+            if len(kept) + 2 + len(clause) > limit:
+                break
+            kept += "; " + clause
+        while kept.count("(") > kept.count(")"):  # a parenthesis the cut left open: drop it
+            kept = kept[:kept.rfind("(")].rstrip(" ,;")
+        first = kept
     return _fit(first, limit)
 
 

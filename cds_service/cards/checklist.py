@@ -113,7 +113,11 @@ def format_patient(s: Screening, rules: TrialRules, *, tables: CodeTables | None
         lines += _criterion(c, rules, tables, verbose)
     data, attest = open_items(s.criteria, rules)
     by_id = {c.id: c for c in data}
-    if data and s.status != "not-applicable":
+    if data and s.status == "ineligible" and not verbose:
+        # As on the card: nothing to order for a patient the trial excludes (--verbose lists the open items).
+        lines.append(_tagged("TO CHECK", f"{len(data)} open item{'s' if len(data) != 1 else ''}, not listed: the "
+                                         "patient is ineligible (--verbose lists them)"))
+    elif data and s.status != "not-applicable":
         first = True
         for step in next_steps(data, rules):
             lines.append(_tagged("TO CHECK" if first else "", step.text))

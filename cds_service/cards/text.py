@@ -18,6 +18,8 @@ __all__ = ["ISO_DATETIME", "RAW_CODE", "plain", "day", "code_display", "value_te
 
 # A date-time with a time part: "2026-09-27T07:30:00+00:00", "2026-09-27T07:30Z", "2026-09-27T07:30:00.5".
 ISO_DATETIME = re.compile(r"\b(\d{4}-\d{2}-\d{2})T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?")
+# A period as the engine writes it: "2026-09-07..2026-09-17".
+_PERIOD = re.compile(r"(\d{4}-\d{2}(?:-\d{2})?)\.\.(\d{4}-\d{2}(?:-\d{2})?)")
 # A coded value as the engine writes it: "<system URI>|<code>".
 RAW_CODE = re.compile(r"(?:https?://|urn:)[^\s|()]+\|([A-Za-z0-9][A-Za-z0-9.\-_]*)")
 
@@ -36,7 +38,7 @@ def code_display(system_code: str, tables: CodeTables | None) -> str | None:
 
 def plain(text: Any, tables: CodeTables | None = None) -> str:
     """``text`` with date-times shown as their day and coded values as their display (or "a coded value")."""
-    out = ISO_DATETIME.sub(r"\1", str(text))
+    out = _PERIOD.sub(r"\1 to \2", ISO_DATETIME.sub(r"\1", str(text)))
     return RAW_CODE.sub(lambda m: code_display(m.group(0), tables) or "a coded value", out)
 
 

@@ -69,6 +69,8 @@ def _evidence(parts: Sequence[Part]) -> tuple[Evidence, ...]:
 def _no_result(facts: Facts, sel, what: str, recency: str) -> Part:  # noqa: ANN001 - a Selection
     """UNKNOWN part for "no usable result", with the stale or preliminary result as evidence."""
     ev = tuple(evidence_of(o, note="disagrees with a result at the same time") for o in sel.conflict)
+    ev += tuple(evidence_of(o, note=n) for o, n in zip(sel.superseded, (
+        "newer, not final: disagrees with the latest final result", "latest final result"), strict=False))
     ev += tuple(evidence_of(o, note="preliminary") for o in sel.preliminary[:1])
     if sel.stale is not None:
         ev += (evidence_of(sel.stale, note="too old to count"),)

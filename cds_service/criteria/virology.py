@@ -81,6 +81,9 @@ def _latest(facts: Facts, value_set: str, what: str, read: Callable[[Observation
         undated = [o for o in undated if o is not obs]
     if obs is None:
         ev = tuple(evidence_of(p, note="preliminary result") for p in sel.preliminary[:1])
+        if sel.superseded:  # a newer non-final result disagrees with the final one: both are the evidence
+            ev = tuple(evidence_of(o, value=_raw_value(o), note=n) for o, n in zip(sel.superseded, (
+                "newer, not final: disagrees with the latest final result", "latest final result"), strict=False))
         reason = facts.no_recent_reason(sel, what, RECENCY).rstrip(".")
         gap = facts.gap(("Observation",), value_set)
         if gap:

@@ -5,7 +5,8 @@ refuted, cancelled or not-done resource:
 
 * Condition: verificationStatus refuted / entered-in-error dropped; ``active`` is True for clinicalStatus
   active / recurrence / relapse, False for inactive / remission / resolved, None when absent.
-* Observation: final / amended / corrected are results; preliminary is kept but flagged; everything else dropped.
+* Observation: final / amended / corrected are results; preliminary and registered are kept but flagged (not
+  final); everything else dropped. A referenceRange given only as text is read (``units.parse_range_text``).
 * Procedure: completed (and in-progress, flagged); not-done / entered-in-error / stopped-before-start dropped.
 * Immunization: completed only (not-done is not a vaccination).
 * AllergyIntolerance: clinicalStatus active (or absent) and not refuted / entered-in-error.
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds_service.facts.dates import DateRange, parse_fhir_date
-from cds_service.facts.units import Quantity
+from cds_service.facts.units import Quantity, parse_range_text
 
 __all__ = [
     "Coding",
@@ -196,7 +197,8 @@ class ObservationFact:
 
     @property
     def preliminary(self) -> bool:
-        return self.status == "preliminary"
+        """Not final: preliminary, or registered (issue 9: a newer one that disagrees leaves the test open)."""
+        return self.status in ("preliminary", "registered")
 
     @property
     def date(self) -> DateRange | None:
@@ -217,20 +219,27 @@ def _component(c: Any) -> ComponentFact:
     )
 
 
-_RESULT_STATUSES = {"final", "amended", "corrected", "preliminary"}
+_RESULT_STATUSES = {"final", "amended", "corrected", "preliminary", "registered"}
+
+
+def _range(r: Any) -> tuple[Quantity | None, Quantity | None, tuple[Coding, ...]]:
+    """(low, high, appliesTo) of a referenceRange; a range given only as text ("9-50 U/L") is read from it."""
+    low, high = _quantity(r.low), _quantity(r.high)
+    if low is None and high is None and r.text:
+        parsed = parse_range_text(r.text)
+        if parsed is not None:
+            low, high = parsed.low, parsed.high
+    return low, high, codings_of(r.appliesTo)
 
 
 def observation_fact(res: Any) -> ObservationFact | None:
     status = res.status
     if status not in _RESULT_STATUSES:
-        return None  # registered, cancelled, entered-in-error, unknown: not a result
+        return None  # cancelled, entered-in-error, unknown: not a result (registered is kept, as not final)
     quantity = _quantity(res.valueQuantity)
     if quantity is None and res.valueString:
         quantity = parse_value_string(res.valueString)
-    ranges = tuple(
-        (_quantity(r.low), _quantity(r.high), codings_of(r.appliesTo))
-        for r in (res.referenceRange or ())
-    )
+    ranges = tuple(_range(r) for r in (res.referenceRange or ()))
     effective = choice_date(res, "effective")
     return ObservationFact(
         ref=f"Observation/{res.id}",

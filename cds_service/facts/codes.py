@@ -26,6 +26,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from cds_service.errors import ConfigurationError
 from cds_service.shipped import shipped_dir
 
@@ -374,9 +376,9 @@ def _concepts(data: Mapping[str, Any], value_set_id: str) -> list[Concept]:
 
 def _expansion(path: Path, schema: dict[str, Any], fast: Any, value_set_id: str) -> list[dict[str, Any]]:
     """The members of a generated expansion (validated like a table: jsonschema only explains a refusal)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    try:  # orjson: the expansions are most of the start-up's bytes (several MB), and it parses them ~4x faster
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
         raise ConfigurationError(f"expansion {path}: cannot be read as JSON: {exc}") from exc
     if not (fast is not None and fast.is_valid(data)):
         errors = sorted(_slow_validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))

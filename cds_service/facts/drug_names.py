@@ -49,7 +49,7 @@ class ParsedPart:
 
 @dataclass(frozen=True)
 class ParsedName:
-    tty: str  # SCD, SBD, GPCK, BPCK, SCDF (no strength)
+    tty: str  # SCD, SBD, GPCK, BPCK; without strengths SCDF, SBDF, SCDG, SBDG; ingredients only IN, MIN
     ingredients: tuple[ParsedPart, ...]
     form: str | None
     brand: str | None
@@ -80,11 +80,44 @@ def _parse_clinical(text: str) -> tuple[list[ParsedPart], str | None] | None:
             return None  # a kit or device name, not an ingredient
         parts.append(ParsedPart(name, float(m.group("num")), _unit(m.group("unit"), per)))
         rest = m.group("rest").strip()
+        if any(ch in rest for ch in "[]{}()"):
+            return None  # a dose form never holds brackets: a malformed or partial name
         if rest:
             if i != len(chunks) - 1:
                 return None
             form = rest
     return parts, form
+
+
+# First words of RxNorm dose forms and dose-form groups ("Oral Tablet", "Extended Release Oral Capsule",
+# "Injectable Product", "Pill"): where a name without a strength (SCDF, SCDG, SBDF, SBDG) stops naming ingredients.
+_FORM_START = {"Oral", "Extended", "Delayed", "Injectable", "Injection", "Pill", "Topical", "Chewable",
+               "Disintegrating", "Sublingual", "Buccal", "Rectal", "Vaginal", "Nasal", "Ophthalmic", "Otic",
+               "Transdermal", "Inhalant", "Inhalation", "Metered", "Prefilled", "Auto-Injector", "Pen", "Cartridge",
+               "Mucosal", "Dental", "Effervescent", "Tablet", "Capsule", "Powder", "Granules", "Drug",
+               "Intrauterine", "Cutaneous", "Dry", "Enteric", "Jet", "Medicated", "Irrigation", "Urethral",
+               "Intravenous", "Intramuscular", "Subcutaneous", "Sustained", "Biphasic", "Abuse-Deterrent", "Osmotic",
+               "Inhaler", "Intraperitoneal", "Intratracheal", "Intravesical", "Intrathecal", "Implant"}
+
+
+def _parse_unstrengthened(text: str, brand: str | None) -> ParsedName | None:
+    """A name without strengths: an ingredient (IN / MIN), or ingredients and a dose form (SCDF) or dose-form
+    group (SCDG), branded (SBDF / SBDG) when a [Brand] followed."""
+    words = text.split(" ")
+    cut = next((i for i, w in enumerate(words) if i > 0 and w in _FORM_START), None)
+    names, form = (words, None) if cut is None else (words[:cut], " ".join(words[cut:]))
+    if not names or any(re.match(r"^\d", w) for w in names):
+        return None
+    parts = tuple(ParsedPart(n.strip(), None, None) for n in " ".join(names).split(" / ") if n.strip())
+    if not parts:
+        return None
+    if form is None:
+        if brand is not None:
+            return None
+        return ParsedName("MIN" if len(parts) > 1 else "IN", parts, None, None)
+    group = form.endswith("Product") or form == "Pill"
+    tty = ("SBD" if brand else "SCD") + ("G" if group else "F")
+    return ParsedName(tty, parts, form, brand)
 
 
 def parse_rxnorm_name(display: str) -> ParsedName | None:
@@ -120,7 +153,9 @@ def parse_rxnorm_name(display: str) -> ParsedName | None:
         return ParsedName("BPCK" if brand else "GPCK", tuple(by_name.values()), "Pack", brand)
     parsed = _parse_clinical(text)
     if parsed is None:
-        return None
+        if re.search(r"\d+(?:\.\d+)? (?:MG|MCG|UNT|MEQ|MMOL|G|%)\b", text):
+            return None  # a strength it could not read: not a name without strength
+        return _parse_unstrengthened(text, brand)
     return ParsedName("SBD" if brand else "SCD", tuple(parsed[0]), parsed[1], brand)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -165,6 +165,7 @@ class DrugTables:
     meta: Mapping[str, Any] = field(default_factory=dict)
     synonyms: Mapping[str, str] = field(default_factory=dict)  # synonym (lower case) -> ingredient name
     prophylaxis_markers: Mapping[str, Any] = field(default_factory=dict)  # {"text": [...], "codes": [...]}
+    vaccine_names: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # live vaccine name -> (system, code)
 
     def __post_init__(self) -> None:
         self._by_rxnorm = {i.rxnorm: i for i in self.ingredients.values() if i.rxnorm}
@@ -179,11 +180,22 @@ class DrugTables:
             names.extend((b, i.name) for b in i.brands)
         names.extend(self.synonyms.items())
         self._matcher = TextMatcher(names)
+        self._vaccines = TextMatcher((n, n) for n in self.vaccine_names)
         self.resolve_cached = lru_cache(maxsize=16384)(self._resolve)
+
+    def _synonyms_of(self, name: str) -> list[str]:
+        return [s for s, n in self.synonyms.items() if n == name]
 
     def ingredient(self, name: str) -> Ingredient | None:
         key = name.lower()
         return self.ingredients.get(key) or self.ingredients.get(self.synonyms.get(key, ""))
+
+    def vaccine_codes(self, text: str | None) -> tuple[tuple[str, str], ...]:
+        """The codes of live vaccines an Immunization's text names ("Zostavax", "FluMist"), for E15."""
+        if not text:
+            return ()
+        found = {n.lower(): c for n, c in self.vaccine_names.items()}
+        return tuple(dict.fromkeys(found[n.lower()] for n in self._vaccines.find(text)))
 
     def states_prophylaxis(self, texts: Iterable[str | None], codings: Iterable[tuple[str, str]]) -> str | None:
         """The text or code by which a medication record itself states prophylaxis, or None."""
@@ -214,7 +226,7 @@ class DrugTables:
         for system, code in normal:
             if system != RXNORM:
                 continue
-            product = self.products.get(code)
+            product = self.products.get(code) if code in self.products else None
             if product is not None:
                 doses = tuple(IngredientDose(self.ingredients[p.name], p.strength, p.unit)
                               for p in product.ingredients if p.name in self.ingredients)
@@ -258,9 +270,40 @@ class DrugTables:
         if not names:
             return None
         ings = [self.ingredients[n] for n in names if n in self.ingredients]
-        strength = parse_strength(text) if len(ings) == 1 else None
+        strength = None
+        if len(ings) == 1:
+            # The strength written after the drug's name ("ondansetron 8 mg, dexamethasone 4 mg": 4 mg).
+            low = text.lower()
+            spots = [low.find(w.lower()) for w in (ings[0].name, *ings[0].brands, *self._synonyms_of(ings[0].name))]
+            spots = [i for i in spots if i >= 0]
+            strength = parse_strength(text[min(spots):] if spots else text)
         doses = tuple(IngredientDose(i, *(strength or (None, None))) for i in ings)
         return DrugMatch(doses, "text", f"text '{text}'", text, None)
+
+
+class _Products(Mapping[str, Product]):
+    """Products by code, each built from its (validated) JSON entry the first time it is asked for: a record
+    names a handful of the 4,000 products, and building them all would double the start-up time."""
+
+    def __init__(self, raw: Mapping[str, Mapping[str, Any]]) -> None:
+        self._raw = raw
+        self._built: dict[str, Product] = {}
+
+    def __getitem__(self, code: str) -> Product:
+        hit = self._built.get(code)
+        if hit is None:
+            p = self._raw[code]
+            hit = Product(p["code"], p["display"], p["tty"], p.get("form"),
+                          tuple(ProductIngredient(i["name"], i.get("strength"), i.get("unit"))
+                                for i in p["ingredients"]), p["source"])
+            self._built[code] = hit
+        return hit
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
 
 
 def empty_drug_tables() -> DrugTables:
@@ -342,15 +385,15 @@ def _load(mappings_dir: Path | None) -> DrugTables:
             note=e.get("note"))
         for s in e.get("synonyms", ()):
             synonyms[s.lower()] = e["name"]
-    products: dict[str, Product] = {}
-    for idx, p in enumerate(prod_doc["products"]):
-        parts = []
-        for i in p["ingredients"]:
-            if i["name"] not in ingredients:
-                raise ConfigurationError(f"{folder}/products.json entry {idx} ({p['code']}): ingredient "
-                                         f"{i['name']!r} is not in ingredients.json")
-            parts.append(ProductIngredient(i["name"], i.get("strength"), i.get("unit")))
-        products[p["code"]] = Product(p["code"], p["display"], p["tty"], p.get("form"), tuple(parts), p["source"])
+    raw = {p["code"]: p for p in prod_doc["products"]}
+    named = {i["name"] for p in prod_doc["products"] for i in p["ingredients"]}
+    if not named <= ingredients.keys():
+        idx, p = next((n, p) for n, p in enumerate(prod_doc["products"])
+                      if any(i["name"] not in ingredients for i in p["ingredients"]))
+        missing = next(i["name"] for i in p["ingredients"] if i["name"] not in ingredients)
+        raise ConfigurationError(f"{folder}/products.json entry {idx} ({p['code']}): ingredient {missing!r} is not "
+                                 "in ingredients.json")
+    products = _Products(raw)
     aliases: dict[str, str] = {}
     systems = base / "systems.json"
     if systems.exists():
@@ -358,5 +401,6 @@ def _load(mappings_dir: Path | None) -> DrugTables:
             aliases = dict(json.loads(systems.read_text(encoding="utf-8")).get("aliases", {}))
         except (OSError, json.JSONDecodeError, AttributeError) as exc:
             raise ConfigurationError(f"{systems}: cannot be read: {exc}") from exc
+    vaccines = {v["name"]: (v["system"], v["code"]) for v in ing_doc.get("vaccines", {}).get("names", ())}
     return DrugTables(ingredients, products, tree, aliases, dict(ing_doc.get("meta", {})), synonyms,
-                      dict(ing_doc.get("prophylaxis_markers", {})))
+                      dict(ing_doc.get("prophylaxis_markers", {})), vaccines)

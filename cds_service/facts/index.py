@@ -56,6 +56,8 @@ class Selection:
     stale: ObservationFact | None  # the newest result that is too old to count
     preliminary: tuple[ObservationFact, ...]
     conflict: tuple[ObservationFact, ...] = ()  # final results at the newest instant that disagree
+    # (newer preliminary / registered result, the older final one it disagrees with): the test is open
+    superseded: tuple[ObservationFact, ...] = ()
 
     @property
     def latest(self) -> ObservationFact | None:
@@ -100,7 +102,7 @@ class Facts:
             "Condition": condition_fact,
             "Observation": observation_fact,
             "Procedure": procedure_fact,
-            "Immunization": immunization_fact,
+            "Immunization": lambda r: _with_vaccine_codes(immunization_fact(r), self.drugs),
             "AllergyIntolerance": lambda r: _with_ingredients(allergy_fact(r), self.drugs),
             "MedicationAdministration": lambda r: medication_fact(r, medications, self.drugs),
             "MedicationStatement": lambda r: medication_fact(r, medications, self.drugs),
@@ -223,12 +225,27 @@ class Facts:
                     and first_codes & set(o.codings)]
             if len(tied) > 1 and len({_value_signature(o) for o in tied}) > 1:
                 return Selection((), stale, tuple(preliminary), tuple(tied))
+        # A newer preliminary or registered result with a value that disagrees with the latest final one: the
+        # final one is no longer the current state and the newer one is not final, so neither decides (issue 9:
+        # UNKNOWN, never met on the older value). One that agrees, or has no value yet, leaves the final one.
+        if current and preliminary:
+            latest = current[0]
+            newer = [o for o in preliminary if o.effective.start > latest.effective.start and _has_value(o)
+                     and _value_signature(o) != _value_signature(latest)]
+            if newer:
+                newest = max(newer, key=lambda o: (o.effective.start, o.ref))
+                return Selection((), stale, tuple(preliminary), superseded=(newest, latest))
         return Selection(tuple(current), stale, tuple(preliminary))
 
     def no_recent_reason(self, sel: Selection, what: str, recency: str) -> str:
         """One sentence for "there is no usable result" that says what was found instead."""
         days = self.rules.recency_days[recency]
         window = f" in the {days} days before {self.at.date().isoformat()}" if days is not None else ""
+        if sel.superseded:
+            new, old = sel.superseded
+            return (f"A newer {new.status} {what} result ({new.ref}, {new.effective.display()}) disagrees with the "
+                    f"latest final one ({old.ref}, {old.effective.display()}); the test is open until the newer "
+                    "result is final.")
         if sel.conflict:
             refs = ", ".join(o.ref for o in sel.conflict)
             return f"The latest {what} results disagree at the same time ({refs}); review which is right."
@@ -376,6 +393,14 @@ class Facts:
         return self.record.problems
 
 
+def _with_vaccine_codes(fact: ImmunizationFact | None, drugs: DrugTables) -> ImmunizationFact | None:
+    """A vaccine recorded by name only ("Zostavax", "FluMist") gets the CVX code of that live vaccine."""
+    if fact is None or not fact.display:
+        return fact
+    extra = tuple(c for c in drugs.vaccine_codes(fact.display) if c not in fact.codings)
+    return replace(fact, codings=fact.codings + extra) if extra else fact
+
+
 def _with_ingredients(fact: AllergyFact | None, drugs: DrugTables) -> AllergyFact | None:
     """An allergy coded as a drug product (fludarabine phosphate 50 MG Injection) or a brand is an allergy to its
     ingredients: their RxNorm ingredient and ATC codes are added to the substance codes."""
@@ -386,6 +411,13 @@ def _with_ingredients(fact: AllergyFact | None, drugs: DrugTables) -> AllergyFac
         return fact
     extra = tuple(c for c in match.codings if c not in fact.all_codings)
     return replace(fact, reaction_substances=fact.reaction_substances + extra) if extra else fact
+
+
+def _has_value(obs: ObservationFact) -> bool:
+    """Whether a result carries a value (a registered result usually has none yet)."""
+    return bool(obs.quantity is not None or obs.value_codings or (obs.text or "").strip() or obs.integer is not None
+                or obs.boolean is not None or obs.interpretation
+                or any(c.quantity is not None or c.value_codings or c.text for c in obs.components))
 
 
 def _value_signature(obs: ObservationFact) -> tuple[Any, ...]:

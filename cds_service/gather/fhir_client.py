@@ -6,10 +6,13 @@ EHR's token to (a page's ``next`` link, a redirect target) is checked against it
 never followed automatically. The access token is passed per request in the ``Authorization`` header; it
 is never stored on a session and never logged.
 
-Queries for the different kinds of data run concurrently on a small process-wide thread pool. Each query
-follows its Bundle's ``next`` links up to ``fhir_max_pages``. An overall deadline bounds the whole fetch:
-when it passes, the service answers with what it has and every unfinished kind is reported *not
-retrieved* ("deadline passed"). Every failure (timeouts, refused connections, 401/403/404/410/429/5xx,
+Every URL is compared in canonical form (``urls.normalise``) and the canonical URL is what is sent. Each hook
+call has its own HTTP state (``transport.CallTransport``: session without cookies, DNS pins, threads, sockets,
+byte caps), closed with the call. Queries for the different kinds of data run concurrently on the call's own
+threads. Each query follows its Bundle's ``next`` links up to ``fhir_max_pages``. An overall deadline bounds
+the whole fetch, body reads included: when it passes, the call's sockets are shut, the service answers with what
+it has and every unfinished kind is reported *not retrieved* ("deadline passed").
+Every failure (timeouts, refused connections, 401/403/404/410/429/5xx,
 non-JSON bodies, Bundles carrying error OperationOutcomes) ends up as a reason string for the kind, never
 as an exception out of ``fetch_all``.
 """

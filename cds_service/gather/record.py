@@ -252,14 +252,31 @@ class Relevance:
         self.same_time_as = {vs: anchor for vs, anchor in (same_time_as or {}).items() if anchor in self.cutoffs}
         self.closest_to = {vs: other for vs, other in (closest_to or {}).items()
                            if vs in self.cutoffs and other in self.cutoffs}
+        self._memo: dict[tuple[tuple[str, str], ...], frozenset[str]] = {}
+
+    def _sets(self, codings: tuple[tuple[str, str], ...]) -> frozenset[str]:
+        """``tables.matching_sets``, remembered per codings (a long record repeats the same few dozen; codes
+        are terminology, never patient data)."""
+        found = self._memo.get(codings)
+        if found is None:
+            if len(self._memo) >= 4096:
+                self._memo.clear()
+            found = self._memo[codings] = self.tables.matching_sets(codings)
+        return found
 
     def __call__(self, raw: Mapping[str, Any]) -> bool:
         tables = self.tables
         rtype = raw.get("resourceType")
         if rtype in _ALWAYS_KEEP:
             return True
-        if rtype and rtype.startswith("Medication") and "medicationReference" in raw:
+        if rtype and (rtype.startswith("Medication") or rtype in ("AllergyIntolerance", "Immunization")):
+            # Medications, allergies and vaccines are recognised by ingredient, brand or name (facts/drugs.py),
+            # which their raw codes alone cannot show: every one is parsed.
             return True
+        known = getattr(raw, "codings", None)  # gather.lazy: an Observation's codings, known before decoding it
+        if known is not None:
+            # The same answer as below: observation_codings holds the resource's own code's codings.
+            return not known or bool(self._sets(known))
         # Most kept resources match on their own code: try it before walking the whole resource (the walk
         # finds these same codings too, so the answer is the same).
         code = raw.get("code")
@@ -293,7 +310,8 @@ class Relevance:
         observations = []
         for raw in resources:
             if raw.get("resourceType") == "Observation":
-                sets = self.tables.matching_sets(observation_codings(raw)) - self.qualifiers
+                known = getattr(raw, "codings", None)  # gather.lazy: known without decoding the resource
+                sets = self._sets(observation_codings(raw) if known is None else known) - self.qualifiers
                 observations.append((raw, sets, raw_effective(raw)))
         # Starts of the results that may be current for a same-time anchor set (None: one cannot be dated, so
         # every same-time Observation is kept).
@@ -447,6 +465,8 @@ def build_record(
         """The model, or a DataProblem (cached: the date horizon may have parsed it already)."""
         key = id(raw)
         if key not in parsed:
+            if type(raw) is not dict and hasattr(raw, "plain"):
+                raw = raw.plain()  # gather.lazy: the whole resource, decoded now that it is needed
             view = read_checked(raw) if checked else None
             parsed[key] = view if view is not None else _parse(raw)
         return parsed[key]

@@ -6,10 +6,11 @@ What resolves (``Patient/<id>`` below means the patient in context's id, exactly
 
 * a relative reference ``Patient/<id>``, optionally versioned ``Patient/<id>/_history/<v>``;
 * an absolute URL ``<base>/Patient/<id>[/_history/<v>]`` whose base is the FHIR server the data came from
-  (the hook's ``fhirServer``, or the base of the resource's own Bundle ``fullUrl``), compared after RFC 3986
-  normalisation (``urls.normalise``); another server's URL with the same id is another server's patient;
-* a ``urn:uuid:`` / ``urn:oid:`` reference, or an absolute URL, that is the ``fullUrl`` of an entry of the same
-  Bundle answer whose resource is the Patient in context (it has that id);
+  (the hook's ``fhirServer``; without one, the base of the resource's own Bundle ``fullUrl``), compared after
+  RFC 3986 normalisation (``urls.normalise``); another server's URL with the same id is another server's
+  patient, even when an entry of the Bundle carries that URL as its fullUrl;
+* a ``urn:uuid:`` / ``urn:oid:`` reference that is the ``fullUrl`` of an entry of the same Bundle answer whose
+  resource is the Patient in context (it has that id);
 * a contained reference ``#<id>`` is resolved inside the resource: a contained Patient is a copy without an
   identity of its own (FHIR: contained resources cannot be referenced from outside their container), so it is
   never the patient in context.
@@ -34,8 +35,8 @@ __all__ = ["PatientContext", "Attribution", "attribute", "resolves_to_patient", 
 
 _ID = r"[A-Za-z0-9\-\.]{1,64}"
 _RELATIVE = re.compile(rf"(?P<type>[A-Z][A-Za-z]{{1,63}})/(?P<id>{_ID})(?:/_history/{_ID})?")
-_ABSOLUTE = re.compile(rf"(?P<base>https?://.+?)/(?P<type>[A-Z][A-Za-z]{{1,63}})/(?P<id>{_ID})(?:/_history/{_ID})?")
-_FULL_URL = re.compile(rf"(?P<base>https?://.+?)/[A-Z][A-Za-z]{{1,63}}/{_ID}(?:/_history/{_ID})?")
+_ABSOLUTE = re.compile(rf"(?P<base>(?i:https?)://.+?)/(?P<type>[A-Z][A-Za-z]{{1,63}})/(?P<id>{_ID})(?:/_history/{_ID})?")
+_FULL_URL = re.compile(rf"(?P<base>(?i:https?)://.+?)/[A-Z][A-Za-z]{{1,63}}/{_ID}(?:/_history/{_ID})?")
 # The element holding the patient, per resource type the criteria read (R4).
 PATIENT_LINK: dict[str, str] = {
     "Condition": "subject",
@@ -117,18 +118,18 @@ def _target_is_patient(ref: str, resource: Mapping[str, Any], ctx: PatientContex
                        bundle_urls: Mapping[str, Mapping[str, Any]]) -> bool:
     if ref.startswith("#"):
         return False  # a contained Patient (or nothing): never the patient in context (module doc)
-    if ref.startswith(("urn:uuid:", "urn:oid:")) or ref.startswith(("http://", "https://")):
-        target = bundle_urls.get(ref)
-        if target is not None:  # the reference is the fullUrl of an entry of the same Bundle
-            return target.get("resourceType") == "Patient" and target.get("id") == ctx.patient_id
-        if ref.startswith("urn:"):
-            return False  # a urn:uuid no entry of this answer answers
-        m = _ABSOLUTE.fullmatch(ref)
-        if m is None or m.group("type") != "Patient" or m.group("id") != ctx.patient_id:
+    if ref.startswith(("urn:uuid:", "urn:oid:")):
+        target = bundle_urls.get(ref)  # a urn resolves only to an entry of the same Bundle answer
+        return (target is not None and target.get("resourceType") == "Patient"
+                and target.get("id") == ctx.patient_id)
+    m = _ABSOLUTE.fullmatch(ref)
+    if m is not None:
+        if m.group("type") != "Patient" or m.group("id") != ctx.patient_id:
             return False
-        # The FHIR server's own base, or the base the resource itself lives at (its entry's fullUrl): there an
-        # absolute reference means the same as the relative one.
-        return _same_base(m.group("base"), ctx.base) or _same_base(m.group("base"), base_of_full_url(full_url))
+        # Only the FHIR server's own base (the hook's fhirServer; without one, the base the resource itself lives
+        # at, its entry's fullUrl). An entry of the Bundle whose fullUrl is another server's URL does not make
+        # that server's patient this one, even with the same id.
+        return _same_base(m.group("base"), ctx.base or base_of_full_url(full_url))
     m = _RELATIVE.fullmatch(ref)
     # A relative reference resolves on the server the resource came from (R4: against its entry's fullUrl base,
     # else the server it was read from); the EHR's patient id names the patient on that same server.

@@ -89,6 +89,8 @@ class CallTransport:
         self.max_call_bytes = max_call_bytes
         self._lock = threading.Lock()
         self._pins: dict[str, str] = {}
+        self._refused: dict[str, str] = {}
+        self._resolve_lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._closed = False
         self.call_bytes = 0
@@ -117,9 +119,15 @@ class CallTransport:
     # --- DNS pinning -------------------------------------------------------------------------------------
     def pin(self, host: str, port: int) -> str:
         """The address ``host`` is reached at for the rest of this call; Refused when it may not be contacted."""
+        with self._resolve_lock:  # one resolution per name, even when the call's threads connect at once
+            return self._pin(host, port)
+
+    def _pin(self, host: str, port: int) -> str:
         with self._lock:
             if host in self._pins:
                 return self._pins[host]
+            if host in self._refused:
+                raise Refused(self._refused[host])
         try:
             literal = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
@@ -144,8 +152,11 @@ class CallTransport:
             chosen = text
             break
         if chosen is None:
-            raise Refused(f"{host} resolves to a private or loopback address that is not listed in "
-                          "fhir_private_networks (nothing sent)")
+            why = (f"{host} resolves to a private or loopback address that is not listed in "
+                   "fhir_private_networks (nothing sent)")
+            with self._lock:
+                self._refused[host] = why
+            raise Refused(why)
         with self._lock:
             return self._pins.setdefault(host, chosen)
 
@@ -244,7 +255,9 @@ class CallTransport:
         while True:
             if time.monotonic() >= deadline_end or self.aborted:
                 raise Aborted("deadline passed")
-            chunk = raw.read(_RAW_CHUNK, decode_content=False)
+            # read1: what one receive brings (a server dripping a byte at a time cannot hold this loop past the
+            # deadline by keeping each socket read short)
+            chunk = raw.read1(_RAW_CHUNK, decode_content=False)
             if not chunk:
                 break
             received += len(chunk)

@@ -147,7 +147,7 @@ def install_authentication(app: Flask, settings: Settings, *, replay: ReplayGuar
         else:  # no database: replays are refused within this process only
             log.warning("no database store: token replays are refused per process only")
             replay = MemoryReplayGuard()
-    verifier = TokenVerifier(clients=clients, replay=replay, jwks=jwks or JwksCache())
+    verifier = TokenVerifier(clients=clients, replay=replay, jwks=jwks or JwksCache(proxy=settings.jwks_proxy))
     app.extensions[AUTH_KEY] = verifier
 
     @app.before_request

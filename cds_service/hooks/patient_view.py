@@ -13,6 +13,7 @@ retrieved" kinds in the screening and a sentence in the card, never as an error 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +25,7 @@ from cds_service.cards.card import build_cards, with_report, without_report
 from cds_service.cards.report import patient_header, with_header
 from cds_service.errors import BodyTooLarge, InputError, PreconditionFailed, ServiceNotFound, UnsupportedMediaType
 from cds_service.gather.fhir_client import Deadline, FhirClient
+from cds_service.gather.lazy import parse_request
 from cds_service.gather.prefetch import gather
 from cds_service.gather.record import relevant_to
 from cds_service.gather.transport import CallTransport
@@ -164,7 +166,7 @@ def read_body() -> bytes:
     return raw
 
 
-def read_json_request(service_id: str, what: str) -> Any:
+def read_json_request(service_id: str, what: str, parse: Callable[[bytes], Any] = parse_json_body) -> Any:
     """The JSON body of a call to one of this service's endpoints: 404 for another service id, 415 for a body
     not declared as JSON, 413 above the size limit, 400 for a body that is not JSON (``parse_json_body``: orjson
     for small bodies, json.loads for large ones, the same answers)."""
@@ -172,11 +174,16 @@ def read_json_request(service_id: str, what: str) -> Any:
         raise ServiceNotFound("no CDS service with this id", field="id")
     if not _is_json(request.mimetype):
         raise UnsupportedMediaType(f"Content-Type must be application/json ({what} is JSON)")
-    return parse_json_body(read_body())
+    return parse(read_body())
+
+
+def _lazy_body(body: bytes) -> Any:
+    """The hook's body: its prefetched Observations decoded only when needed (gather.lazy, issue 15)."""
+    return parse_request(body, parse_json_body)
 
 
 @bp.post("/cds-services/<service_id>")
 def patient_view(service_id: str) -> Response:
     """The patient-view hook of the screening service."""
-    body = read_json_request(service_id, "a CDS Hooks request")
+    body = read_json_request(service_id, "a CDS Hooks request", _lazy_body)
     return json_response(handle(state(current_app), body, getattr(g, "request_id", "-")))

@@ -158,6 +158,7 @@ class JwksCache:
     ttl_seconds: float = 300.0
     timeout_seconds: float = 2.0
     fetch: Callable[[str, float], Mapping[str, Any]] | None = None
+    proxy: str = ""  # a proxy for JWKS fetches configured on purpose (none: the environment's are ignored)
     # A forced refresh (an unknown kid: the issuer may have rotated its keys) is honoured at most this often,
     # so tokens with made-up kids cannot turn every request into a fetch from the issuer's server.
     min_refresh_seconds: float = 30.0
@@ -170,19 +171,42 @@ class JwksCache:
             hit = self._entries.get(url)
             if hit and now - hit[0] < (self.min_refresh_seconds if refresh else self.ttl_seconds):
                 return hit[1]
-        doc = (self.fetch or _http_fetch)(url, self.timeout_seconds)
+        doc = self.fetch(url, self.timeout_seconds) if self.fetch else _http_fetch(url, self.timeout_seconds,
+                                                                                   self.proxy)
         with self._lock:
             self._entries[url] = (now, doc)
         return doc
 
 
-def _http_fetch(url: str, timeout: float) -> Mapping[str, Any]:
-    try:
-        resp = requests.get(url, timeout=timeout, allow_redirects=False, headers={"Accept": "application/json"})
-        resp.raise_for_status()
-        doc = resp.json()
-    except (requests.RequestException, ValueError) as exc:
-        raise AuthError(f"the issuer's key set could not be fetched ({type(exc).__name__})") from exc
+JWKS_MAX_BYTES = 1024 * 1024  # a key set is a few KB; a larger answer is refused before it is parsed
+
+
+def _http_fetch(url: str, timeout: float, proxy: str = "") -> Mapping[str, Any]:
+    """GET one JWKS document: an explicit session that ignores proxy variables and ``.netrc`` (``proxy``: one
+    configured on purpose, TRIALSCREEN_JWKS_PROXY), no redirects, no cookies kept, at most JWKS_MAX_BYTES read
+    within ``timeout`` seconds in all."""
+    end = time.monotonic() + timeout
+    with requests.Session() as session:
+        session.trust_env = False
+        if proxy:
+            session.proxies = {"http": proxy, "https": proxy}
+        try:
+            with session.get(url, timeout=timeout, allow_redirects=False, stream=True,
+                             headers={"Accept": "application/json"}) as resp:
+                resp.raise_for_status()
+                length = resp.headers.get("Content-Length")
+                if length and length.strip().isdigit() and int(length) > JWKS_MAX_BYTES:
+                    raise AuthError("the issuer's key set is larger than 1 MiB (not read)")
+                blob = bytearray()
+                for chunk in resp.iter_content(16384):  # decoded bytes: a compressed bomb stops at the cap too
+                    blob += chunk
+                    if len(blob) > JWKS_MAX_BYTES:
+                        raise AuthError("the issuer's key set is larger than 1 MiB (not read)")
+                    if time.monotonic() > end:
+                        raise AuthError("the issuer's key set did not arrive in time")
+            doc = json.loads(bytes(blob))
+        except (requests.RequestException, ValueError) as exc:
+            raise AuthError(f"the issuer's key set could not be fetched ({type(exc).__name__})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
         raise AuthError("the issuer's key set is not a JWKS document")
     return doc

@@ -47,7 +47,8 @@ class ScreeningReport(Base):
     """One stored screening result, reachable by an opaque random token until it expires.
 
     The token is random (``secrets.token_urlsafe``) and says nothing about the patient; the screening JSON
-    (the engine's ``Screening.to_json()``) is the only patient data, and it is deleted once expired.
+    (the engine's ``Screening.to_json()``, with the ``patient_header`` the report page shows: name, MRN, birth date,
+    age, sex) is the only patient data, and it is deleted once expired.
     """
 
     __tablename__ = "screening_report"

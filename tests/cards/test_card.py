@@ -272,6 +272,17 @@ def test_cards_room_does_no_io():
         assert not imported & {"flask", "requests", "urllib3", "socket", "http"}, name
 
 
+def test_a_blocking_reason_is_cut_at_whole_clauses_without_resource_references():
+    reason = ("Gilteritinib last given 2026-09-26 (MedicationAdministration/ts18-gilteritinib-1), within its washout "
+              "of 14 days, shorter than 5 half-lives of 23.5 days (t1/2 113 h); as of 2026-10-01; provisional until "
+              "the apheresis date is known. Second sentence.")
+    s = _screening("ineligible", {"E2c": _c("E2c", M, reason, until=date(2026, 10, 11))})
+    [line] = [x for x in _cards(s)[0]["detail"].split("\n") if x.startswith("- **E2c**")]
+    assert line.endswith("(until **2026-10-11**): Gilteritinib last given 2026-09-26, within its washout of 14 days, "
+                         "shorter than 5 half-lives of 23.5 days (t1/2 113 h); as of 2026-10-01")
+    assert "MedicationAdministration/" not in line and "…" not in line
+
+
 @pytest.mark.parametrize("status, overrides", [
     ("potential-candidate", {"I3": _c("I3", U, "No CD38 result.")}),
     ("ineligible", {"E15": _c("E15", M, "A recent transplant.", until=date(2026, 12, 1))}),

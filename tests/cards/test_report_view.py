@@ -126,3 +126,65 @@ def test_html_is_self_contained_and_escaped():
 def test_missing_page():
     html = render_missing_html("NCT06880354")
     assert "Screening report not available" in html and "expired" in html
+
+
+# --- the patient header ------------------------------------------------------------------------------------------
+PATIENT_JSON = {"resourceType": "Patient", "id": "x", "gender": "female", "birthDate": "1974-05-22",
+                "identifier": [{"system": "urn:ssn", "value": "999-00-1234"},
+                               {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                                     "code": "MR"}]}, "value": "TS-0001"}],
+                "name": [{"use": "old", "family": "Berg", "given": ["Maren"]},
+                         {"use": "official", "family": "Lindqvist", "given": ["Maren", "A."]}]}
+
+
+def test_patient_header_takes_the_official_name_the_mrn_and_the_age_at_the_evaluation_time():
+    from cds_service.cards.report import patient_header
+
+    header = patient_header(PATIENT_JSON, datetime(2026, 5, 21, tzinfo=UTC))
+    assert header == {"name": "Maren A. Lindqvist", "mrn": "TS-0001", "birth_date": "1974-05-22",
+                      "age": "51 years", "sex": "female"}
+    assert patient_header({"resourceType": "Patient", "birthDate": "1955"}, datetime(2026, 5, 21, tzinfo=UTC)) == {
+        "name": "", "mrn": "", "birth_date": "1955", "age": "", "sex": ""}
+
+
+def test_patient_header_reads_the_fhir_resources_model_as_the_hook_has_it():
+    from fhir.resources.R4B.patient import Patient
+
+    from cds_service.cards.report import patient_header
+
+    model = Patient.model_validate(PATIENT_JSON) if hasattr(Patient, "model_validate") else Patient.parse_obj(
+        PATIENT_JSON)
+    assert patient_header(model, datetime(2026, 5, 22, tzinfo=UTC))["age"] == "52 years"
+    assert patient_header(model, datetime(2026, 5, 22, tzinfo=UTC))["birth_date"] == "1974-05-22"
+
+
+def test_the_stored_header_is_shown_above_the_result_and_a_report_without_one_still_renders():
+    from cds_service.cards.report import patient_header, with_header
+
+    rules = sample_rules()
+    stored = with_header(sample_screening(rules), patient_header(PATIENT_JSON, datetime(2026, 10, 1, tzinfo=UTC)))
+    html = render_report_html(build_report(stored, rules))
+    header = re.search(r'<dl class="patient".*?</dl>', html, re.S).group(0)
+    assert " ".join(re.sub(r"<[^>]+>", " ", header).split()) == ("Patient Maren A. Lindqvist MRN TS-0001 Born "
+                                                                "1974-05-22 Age 52 years Sex female")
+    assert html.index('class="patient"') < html.index("Result")
+    assert 'class="patient"' not in render_report_html(build_report(sample_screening(rules), rules))
+
+
+def test_report_text_shows_days_and_displays_never_iso_timestamps_or_raw_codes():
+    from cds_service.config import Settings, load_knowledge
+
+    knowledge = load_knowledge(Settings.from_env({}))
+    rules = knowledge.rules
+    screening = sample_screening(rules)
+    for c in screening["criteria"]:
+        if c["id"] == "E12b":
+            c["reason"] = "HBsAg negative on 2026-09-01T08:00:00+00:00."
+            c["evidence"] = [{"reference": "Observation/hbsag", "value": "http://loinc.org|LA6577-6",
+                              "date": "2026-09-01T08:00:00+00:00", "note": "HBsAg: negative"}]
+    view = build_report(screening, rules, tables=knowledge.tables)
+    [item] = [it for s in view.sections for it in s.items if it.id == "E12b"]
+    assert item.reason == "HBsAg negative on 2026-09-01."
+    assert item.evidence[0].value == "Negative" and item.evidence[0].date == "2026-09-01 08:00 UTC"
+    assert format_when("2026-05-04T09:00:00+00:00..2026-05-14T09:00:00+00:00") == ("2026-05-04 09:00 UTC to "
+                                                                                  "2026-05-14 09:00 UTC")

@@ -515,8 +515,15 @@ def test_E10c_final_qtcf_above_limit_stays_met_despite_a_newer_preliminary():
 
 
 def test_E10c_unreadable_qt_unit_is_unknown():
-    r = run("E10c", ecg(component(QT, 440, "msec"), component(RR, 0.8, "s")))
+    # "mm" (ECG paper millimetres) is a length, not a time: no UCUM reading makes it a QT interval. ("msec" was
+    # the example before issue 9; it is a common spelling of ms and is now read as ms, see the next test.)
+    r = run("E10c", ecg(component(QT, 440, "mm"), component(RR, 0.8, "s")))
     assert r.result is UNKNOWN and "unit" in r.reason
+
+
+def test_E10c_qt_in_msec_is_read_as_ms():
+    r = run("E10c", ecg(component(QT, 440, "msec"), component(RR, 0.8, "s")))
+    assert r.result is NOT_MET and "474" in r.reason
 
 
 def test_E10c_censored_qtcf_above_limit_is_met():
@@ -694,7 +701,10 @@ def test_E10e_text_range_uses_the_lower_bound():
 
 
 def test_E10e_unreadable_unit_is_unknown():
-    assert run("E10e", lvef(60, unit="pct")).result is UNKNOWN
+    # "mL" is a volume, never a fraction. ("pct" was the example before issue 9: it is a spelling of percent and
+    # is now read as %, as UCUM semantics ask.)
+    assert run("E10e", lvef(60, unit="mL")).result is UNKNOWN
+    assert run("E10e", lvef(60, unit="pct")).result is NOT_MET
 
 
 def test_E10e_latest_lvef_decides():

@@ -290,3 +290,19 @@ def test_a_route_written_only_as_text_is_read(text, expected):
     mp = given(rx("6902"), when=days_ago(1), dose={"value": 80, "unit": "mg", "system": UCUM, "code": "mg"})
     mp["dosage"]["route"] = {"text": text}
     assert result("E2a", mp).result is expected
+
+
+# --- live vaccines recorded by name (E15) --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["Zostavax", "FluMist Quadrivalent nasal spray", "YF-Vax (yellow fever)"])
+def test_a_live_vaccine_recorded_only_by_name_is_live(text):
+    imm = {"resourceType": "Immunization", "id": "imm-text", "status": "completed", "vaccineCode": {"text": text},
+           "patient": {"reference": "Patient/p1"}, "occurrenceDateTime": date_ago(10)}
+    assert result("E15", imm).result is MET
+
+
+def test_a_non_live_vaccine_name_is_not_live():
+    imm = {"resourceType": "Immunization", "id": "imm-text", "status": "completed",
+           "vaccineCode": {"text": "Shingrix (recombinant zoster)"}, "patient": {"reference": "Patient/p1"},
+           "occurrenceDateTime": date_ago(10)}
+    assert result("E15", imm).result is not MET

@@ -40,6 +40,12 @@ def resolve(codings=(), texts=(), displays=()):
      "Hemady"),
     ("{42 (rivaroxaban 15 MG Oral Tablet) / 9 (rivaroxaban 20 MG Oral Tablet) } Pack", "GPCK",
      [("rivaroxaban", None, None)], "Pack", None),
+    ("bisoprolol", "IN", [("bisoprolol", None, None)], None, None),
+    ("alogliptin / pioglitazone Oral Tablet", "SCDF", [("alogliptin", None, None), ("pioglitazone", None, None)],
+     "Oral Tablet", None),
+    ("dapagliflozin Oral Tablet [Farxiga]", "SBDF", [("dapagliflozin", None, None)], "Oral Tablet", "Farxiga"),
+    ("vildagliptin Oral Product", "SCDG", [("vildagliptin", None, None)], "Oral Product", None),
+    ("semaglutide Pill", "SCDG", [("semaglutide", None, None)], "Pill", None),
 ])
 def test_rxnorm_names_are_read_back(name, tty, parts, form, brand):
     parsed = parse_rxnorm_name(name)
@@ -48,7 +54,8 @@ def test_rxnorm_names_are_read_back(name, tty, parts, form, brand):
     assert [(p.name, p.strength, p.unit) for p in parsed.ingredients] == parts
 
 
-@pytest.mark.parametrize("name", ["Xospata 40 mg tablet", "", "tablet", "{broken pack"])
+@pytest.mark.parametrize("name", ["Xospata 40 mg tablet", "", "dexamethasone 4mg tab", "{broken pack",
+                                  "dexamethasone 4 MG Oral Tablet [Decadron"])
 def test_text_that_is_not_an_rxnorm_name_is_not_parsed(name):
     assert parse_rxnorm_name(name) is None
 
@@ -130,6 +137,11 @@ def test_text_matcher_matches_whole_words_longest_first():
     assert matcher.find("Arsenic trioxide 10 mg IV") == ["arsenic trioxide"]
     assert matcher.find("ATG-Fresenius; arsenic") == ["atg", "arsenic"]
     assert matcher.find("catgut") == []
+
+
+def test_text_strength_is_the_one_after_the_drug_s_name():
+    m = resolve(texts=["ondansetron 8 mg, dexamethasone 4 mg premedication"])
+    assert m.names == ("dexamethasone",) and m.ingredients[0].strength == 4.0
 
 
 def test_text_strength_and_volume():
@@ -231,7 +243,8 @@ def test_sizes_and_term_types():
     ttys = {p.tty for p in DRUGS.products.values()}
     assert len(DRUGS.ingredients) >= 600 and len(DRUGS.products) >= 3000
     assert {"SCD", "GPCK"} <= ttys
-    assert DRUGS.meta["ecqm_commit"] and len(DRUGS.meta["ecqm_commit"]) == 40
+    assert {s["repository"] for s in DRUGS.meta["sources"]} >= {"cqframework/ecqm-content-qicore-2024"}
+    assert all(len(s["commit"]) == 40 for s in DRUGS.meta["sources"])
 
 
 def test_a_broken_table_fails_loading_naming_the_file(tmp_path: Path):
@@ -258,3 +271,9 @@ def test_a_class_that_does_not_exist_fails_loading(tmp_path: Path):
     path.write_text(json.dumps(doc), encoding="utf-8")
     with pytest.raises(ConfigurationError, match="unknown drug class 'no-such-class'"):
         load_drug_tables(base)
+
+
+def test_every_live_vaccine_name_maps_to_a_live_vaccine_code():
+    assert len(DRUGS.vaccine_names) >= 20
+    for name, coding in DRUGS.vaccine_names.items():
+        assert TABLES.match_codings([coding], "live-vaccines") is not None, name

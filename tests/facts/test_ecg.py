@@ -80,7 +80,8 @@ def test_gather_reads_components_and_converts_seconds_to_ms():
 
 
 def test_gather_keeps_an_unreadable_unit_as_unusable():
-    f = facts_of(observation(LOINC, QT, value=440, unit="msec", date=days_ago(3)))
+    # "mm" of ECG paper is a length, not a time ("msec", the example before issue 9, is now read as ms)
+    f = facts_of(observation(LOINC, QT, value=440, unit="mm", date=days_ago(3)))
     (m,) = ecg.gather(f, (ecg.QT,), "ecg").current
     assert m.value is None and not m.usable
     assert "cannot be read" in m.problem()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cds_service.cli import main
+from cds_service.config import default_knowledge
 from cds_service.gather.bulk import BulkIndex, patient_key, reference_key
 from cds_service.gather.bundles import expand_paths, records_from_paths
 from cds_service.pipeline import screen
@@ -63,9 +64,11 @@ def write_export(resources: list[dict], folder: Path, *, mixed: bool = False, se
 
 
 def by_bundles(paths: list[Path]) -> dict[str, dict]:
-    """Screenings of the bundles, for the patients that have a Patient resource."""
+    """Screenings of the bundles as `trialscreen screen` does them (with the code tables' relevance filter), for
+    the patients that have a Patient resource."""
+    knowledge = default_knowledge()
     out = {}
-    for record in records_from_paths(paths):
+    for record in records_from_paths(paths, knowledge.tables, at=AT, rules=knowledge.rules):
         if record.patient is not None:
             out[record.patient_ref] = screen(record, AT).to_json()
     return out

@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cds_service.config import default_knowledge
+from cds_service.errors import InputError
 from cds_service.facts.clinical import (
     allergy_fact,
     codings_of,
@@ -51,7 +52,9 @@ from cds_service.facts.medications import medication_fact
 from cds_service.gather import checked
 from cds_service.gather.bundles import expand_paths, group_by_patient, read_path
 from cds_service.gather.checked import KNOWN_TYPES, RESOURCES, JsonNode, read_checked, read_observation
-from cds_service.gather.record import DataProblem, build_record, relevant_to
+from cds_service.gather.lazy import HEAD, LazyObservation, parse_request
+from cds_service.gather.record import DataProblem, build_record, observation_codings, relevant_to
+from cds_service.hooks.json_body import parse_json_body
 from cds_service.pipeline import screen
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -293,9 +296,40 @@ def _same(view: Any, model: Any, where: str = "") -> None:
         assert view == model, (where, view, model)
 
 
+def _lazy_agrees(raw: Any) -> None:
+    """gather.lazy (the hook's request decoder) hands the reader the same resource: prefetched as a Bundle entry,
+    an Observation left raw decodes to the dict parse_json_body builds, and before that has its head, codings
+    and code-filter answer; a request parse_json_body refuses is refused too."""
+    try:
+        blob = orjson.dumps(raw)
+    except TypeError:  # orjson.JSONEncodeError: no JSON request carries it (an int beyond 64 bits...)
+        return
+    body = b'{"prefetch":{"k":{"resourceType":"Bundle","entry":[{"resource":' + blob + b"}]}}}"
+    try:
+        expected = parse_json_body(body)["prefetch"]["k"]["entry"][0]["resource"]
+    except InputError:
+        with pytest.raises(InputError):
+            parse_request(body, parse_json_body)
+        return
+    got = parse_request(body, parse_json_body)["prefetch"]["k"]["entry"][0]["resource"]
+    if isinstance(got, LazyObservation):
+        assert got.codings == observation_codings(expected), raw
+        assert {k: dict.get(got, k) for k in HEAD if k in expected} == {k: expected[k] for k in HEAD if k in expected}
+        assert LAZY_RELEVANCE(got) == LAZY_RELEVANCE(expected), raw
+        assert got._plain is None, "the code filter decoded it"
+        got = got.plain()
+        LAZY_SEEN["lazy"] = LAZY_SEEN.get("lazy", 0) + 1
+    assert type(got) is type(expected) and got == expected, raw
+
+
+LAZY_SEEN: dict[str, int] = {}
+LAZY_RELEVANCE = relevant_to(default_knowledge().tables)
+
+
 def _verdict(raw: Any, medications: dict[str, Any] | None = None) -> str:
     """"accepted" (and the promise kept) or "declined"; the reader raising fails the test. ``medications``: the
-    record's Medication models (default ``MEDICATIONS``)."""
+    record's Medication models (default ``MEDICATIONS``). The lazy front end is checked on it too."""
+    _lazy_agrees(raw)
     snapshot = copy.deepcopy(raw)
     view = read_checked(raw)
     assert raw == snapshot, "read_checked changed its input"
@@ -605,10 +639,12 @@ def test_mutations_keep_the_promise(raw):
 
 
 def test_mutations_were_accepted_and_declined():
-    """The mutation test ran both ways: some mutations accepted (promise checked), some declined."""
+    """The mutation test ran both ways: some mutations accepted (promise checked), some declined; and through
+    the lazy front end."""
     if not VERDICTS:
         pytest.skip("run with test_mutations_keep_the_promise")
-    print(f"mutations: {VERDICTS}")
+    print(f"mutations: {VERDICTS}, lazy: {LAZY_SEEN}")
+    assert LAZY_SEEN.get("lazy", 0) >= 100, LAZY_SEEN
     assert VERDICTS.get("accepted", 0) >= 30 and VERDICTS.get("declined", 0) >= 30, VERDICTS
 
 

@@ -1,6 +1,7 @@
-"""Through the hook, the fast path (prefetched resources no criterion can use, and Observations beyond their
-date horizon, are skipped before model validation; Observations the checked reader vouches for are read without
-fhir.resources) gives exactly the answer of the plain path (all validated by fhir.resources), for every
+"""Through the hook, the fast path (the request decoded lazily, gather.lazy; prefetched resources no criterion can
+use, and Observations beyond their date horizon, are skipped before model validation; Observations the checked
+reader vouches for are read without fhir.resources) gives exactly the answer of the plain path (the request
+parsed whole, all validated by fhir.resources), for every
 fixture patient at several evaluation times and for the benchmarks' long records."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import cds_service.hooks.patient_view as patient_view
 from cds_service.gather.prefetch import discovery_prefetch
 from cds_service.hooks.app import state
 from cds_service.hooks.demo_data import load_fixture_patients, prefetch_for
+from cds_service.hooks.json_body import parse_json_body
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT / "bench") not in sys.path:
@@ -53,6 +55,7 @@ def _plain(calls: list[Any], monkeypatch: Any):
     """relevant_to for the plain path: no filter, and every resource validated by fhir.resources."""
     real_build = cds_prefetch.build_record
     monkeypatch.setattr(cds_prefetch, "build_record", functools.partial(real_build, checked=False))
+    monkeypatch.setattr(patient_view, "_lazy_body", parse_json_body)  # the request parsed whole (no gather.lazy)
 
     def plain(tables: Any, **_horizon: Any) -> None:
         calls.append(tables)

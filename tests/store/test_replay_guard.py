@@ -126,6 +126,8 @@ def test_replay_refused_across_two_app_instances(backend, knowledge, tmp_path):
         tok = jwt.encode({"iss": ISS, "aud": f"http://localhost{path}", "iat": now, "exp": now + 300,
                           "jti": str(uuid.uuid4())}, key, algorithm="ES384", headers={"kid": "k1"})
         prefetch = {t.key: None for t in state(first).templates}
+        # a Patient without AML: screened, no card (without a Patient the answer would be a 412)
+        prefetch["patient"] = {"resourceType": "Patient", "id": "p1", "birthDate": "1970-05-01"}
         body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": {"patientId": "p1"},
                 "prefetch": prefetch}
         headers = {"Authorization": f"Bearer {tok}"}

@@ -1,0 +1,293 @@
+"""The lazy front end of the hook: the request body decoded once, each prefetched Observation kept as raw bytes
+until something needs more of it than its codes, dates and patient reference (issue 15).
+
+``parse_request(body)`` gives what ``hooks.json_body.parse_json_body`` gives (the same dicts, lists and values)
+but for the ``resource`` of each entry of a prefetch Bundle that is an Observation: that one is a
+``LazyObservation``, a ``dict`` holding only the elements the code filter, the date horizon and the
+patient-reference check read (``HEAD``: resourceType, id, subject/patient/beneficiary, effective[x]), with its
+codes in the places ``record.observation_codings`` reads them computed once per distinct set of those places
+(``codings``; a long record repeats the same few dozen). Any other element asked of it (``get``, ``[]``, ``in``,
+iteration, ``len``...) first decodes the whole resource into it, so code that does not know about laziness reads
+the same resource as before, only later. ``record.build_record`` decodes the ones it keeps (``plain``) and hands
+those plain dicts to the checked reader or ``fhir.resources``: the checked reader's accept/decline contract is
+the same by construction, and the ~60% of a long record that the date horizon skips is never decoded.
+
+The body is decoded with msgspec (a compiled decoder: ``msgspec.Raw`` keeps a value's bytes without building
+it) and every value that is built, with orjson, as ``parse_json_body`` does for bodies under 2 MiB. The same bodies
+are accepted and refused: anything msgspec refuses, a body that is not UTF-8, one whose top level or prefetch is
+not an object, and any number in a resource left raw that could overflow a double (orjson refuses those; msgspec
+does not look at bytes it skips) send the body to ``parse_json_body``, which answers as before. A body over the
+size where ``parse_json_body`` switches to ``json.loads`` is decoded lazily too: the values built are the same
+(json_body's tests), and the peak memory is far lower.
+
+This module does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import orjson
+from msgspec import UNSET, Raw, UnsetType
+
+from cds_service.gather.record import observation_codings
+
+__all__ = ["LazyObservation", "parse_request", "HEAD", "CODE_PLACES"]
+
+# The elements ``record.observation_codings`` reads codes from: decoded once per distinct bytes (``_codings``).
+CODE_PLACES = ("code", "valueCodeableConcept", "dataAbsentReason", "interpretation", "referenceRange", "method",
+               "component")
+# The elements a LazyObservation holds before it is decoded whole: what the code filter (``Relevance``), the
+# date horizon (``raw_effective``), ``prefetch._own_resources`` (resourceType, id, the patient reference) and
+# ``bundles.patient_reference_of`` read. The code places are not held: reading one decodes the whole resource.
+HEAD = ("resourceType", "id", "subject", "patient", "beneficiary", "effectiveDateTime", "effectiveInstant",
+        "effectivePeriod")
+
+
+class _Head(msgspec.Struct, omit_defaults=True):
+    """``HEAD`` as msgspec decodes it, skipping the rest (``to_builtins`` leaves out the absent ones). A resource
+    where one of these has another JSON type (a subject with an identifier object...) is decoded whole instead."""
+
+    resourceType: str | UnsetType = UNSET  # noqa: N815 - FHIR's element names
+    id: str | UnsetType = UNSET
+    subject: dict[str, str] | UnsetType = UNSET
+    patient: dict[str, str] | UnsetType = UNSET
+    beneficiary: dict[str, str] | UnsetType = UNSET
+    effectiveDateTime: str | UnsetType = UNSET  # noqa: N815
+    effectiveInstant: str | UnsetType = UNSET  # noqa: N815
+    effectivePeriod: dict[str, str] | UnsetType = UNSET  # noqa: N815
+
+
+class _CodePlaces(msgspec.Struct):
+    """The raw bytes of ``CODE_PLACES`` (in that order)."""
+
+    code: Raw | UnsetType = UNSET
+    valueCodeableConcept: Raw | UnsetType = UNSET  # noqa: N815
+    dataAbsentReason: Raw | UnsetType = UNSET  # noqa: N815
+    interpretation: Raw | UnsetType = UNSET
+    referenceRange: Raw | UnsetType = UNSET  # noqa: N815
+    method: Raw | UnsetType = UNSET
+    component: Raw | UnsetType = UNSET
+
+
+class _Entry(msgspec.Struct, forbid_unknown_fields=True):
+    """A Bundle entry of the usual shape; any other (more elements, a fullUrl not a string) is read key by key."""
+
+    fullUrl: str | UnsetType = UNSET  # noqa: N815
+    resource: Raw | UnsetType = UNSET
+    search: Raw | UnsetType = UNSET
+
+
+_HEAD_KEYS = frozenset(HEAD)
+_decode_head = msgspec.json.Decoder(_Head).decode
+_decode_places = msgspec.json.Decoder(_CodePlaces).decode
+_decode_entry = msgspec.json.Decoder(_Entry).decode
+_to_builtins = msgspec.to_builtins
+_astuple = msgspec.structs.astuple
+_decode_object = msgspec.json.Decoder(dict[str, Raw]).decode
+_decode_array = msgspec.json.Decoder(list[Raw]).decode
+_decode_value = msgspec.json.Decoder(Raw).decode
+_loads = orjson.loads
+
+
+class LazyObservation(dict):
+    """An Observation of which only ``HEAD`` is decoded (a real dict: ``isinstance(x, dict)`` holds, as for the
+    resources it stands for). ``codings``: ``record.observation_codings`` of the whole resource, computed from
+    its code places. Reading any element outside ``HEAD`` decodes the whole resource into the dict first. (C
+    code that reads a dict's storage directly, such as ``orjson.dumps``, sees only the head: nothing in the
+    service serialises a raw resource.)"""
+
+    __slots__ = ("_raw", "_plain", "codings")
+
+    def plain(self) -> dict[str, Any]:
+        """The whole resource as a plain dict (orjson, as parse_json_body would have built it); the dict itself
+        is filled with it too, in the same order."""
+        full = self._plain
+        if full is None:
+            full = self._plain = _loads(memoryview(self._raw))
+            dict.clear(self)
+            dict.update(self, full)
+        return full
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if self._plain is None and key not in _HEAD_KEYS:
+            self.plain()
+        return dict.get(self, key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        if self._plain is None and key not in _HEAD_KEYS:
+            self.plain()
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        if self._plain is None and key not in _HEAD_KEYS:
+            self.plain()
+        return dict.__contains__(self, key)
+
+    def __eq__(self, other: object) -> bool:
+        mine = self.plain()
+        return mine == (other.plain() if isinstance(other, LazyObservation) else other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"LazyObservation({'decoded' if self._plain is not None else 'head only'})"  # never values
+
+    def __reduce__(self) -> Any:
+        return (dict, (self.plain(),))
+
+
+def _whole(name: str) -> Callable[..., Any]:
+    """A dict method of LazyObservation that needs the whole resource: decode it, then do as dict does."""
+    base = getattr(dict, name)
+
+    def method(self: LazyObservation, *args: Any, **kwargs: Any) -> Any:
+        self.plain()
+        return base(self, *args, **kwargs)
+    method.__name__ = name
+    return method
+
+
+for _name in ("__iter__", "__len__", "__reversed__", "__or__", "__ror__", "__ior__", "keys", "items", "values",
+              "copy", "setdefault", "pop", "popitem", "update", "__setitem__", "__delitem__", "clear"):
+    setattr(LazyObservation, _name, _whole(_name))
+
+
+class _NotLazy(Exception):
+    """This body is one the lazy decoder does not answer for: parse_json_body decides."""
+
+
+# A number that could overflow a double (which orjson refuses) needs an exponent of three digits or more, or
+# 309 digits: with digits mapped to "0", e/E to "e" and "+" dropped, it leaves "0e000" or 309 "0"s. Strings can
+# look like that too (a UUID "5e953..."): then the resources left raw are checked one by one, exactly (orjson).
+_SHAPES = bytearray(b" " * 256)
+for _digit in b"0123456789":
+    _SHAPES[_digit] = ord("0")
+_SHAPES[ord("e")] = _SHAPES[ord("E")] = ord("e")
+_NUMBER_SHAPES = bytes(_SHAPES)
+_LONG_RUN = b"0" * 309
+
+
+def _may_overflow(raw: bytes) -> bool:
+    shapes = raw.translate(_NUMBER_SHAPES, b"+")
+    return b"0e000" in shapes or _LONG_RUN in shapes
+
+
+_Codings = dict[bytes, tuple[tuple[str, str], ...]]
+
+
+def parse_request(body: bytes, parse_json_body: Callable[[bytes], Any]) -> Any:
+    """The request body as ``parse_json_body`` (``hooks.json_body``'s, passed in: gather/ does not import
+    hooks/) would give it, the prefetch Bundles' Observations lazy (module docstring); for a body the lazy
+    decoder does not answer for, what ``parse_json_body`` answers (the same InputError for one that is not
+    JSON)."""
+    try:
+        return _parse(body)
+    except (_NotLazy, msgspec.DecodeError, msgspec.ValidationError, orjson.JSONDecodeError, RecursionError,
+            UnicodeDecodeError):
+        return parse_json_body(body)
+
+
+def _parse(body: bytes) -> Any:
+    if not body.isascii():
+        body.decode("utf-8")  # strict: UnicodeDecodeError (then parse_json_body refuses it) for bad UTF-8
+    parts = _decode_object(body)  # ValidationError when the body is not an object: parse_json_body decides
+    out: dict[str, Any] = {}
+    lazy: list[LazyObservation] = []
+    codings: _Codings = {}
+    prefetch = None
+    for key, value in parts.items():
+        if key == "prefetch":
+            out[key] = _prefetch(value, lazy, codings)
+            prefetch = value
+        else:
+            out[key] = _loads(memoryview(value))
+    # Only the prefetch holds resources left raw (everything else was decoded by orjson): the hook instance, a
+    # UUID, would often look like an overflow ("5e953").
+    if lazy and prefetch is not None and _may_overflow(bytes(prefetch)):
+        for obs in lazy:
+            if _may_overflow(bytes(obs._raw)):
+                _loads(memoryview(obs._raw))  # raises for a number orjson refuses: parse_json_body refuses it
+    return out
+
+
+def _starts(raw: Raw, char: bytes) -> bool:
+    return memoryview(raw)[:1] == char
+
+
+def _prefetch(raw: Raw, lazy: list[LazyObservation], codings: _Codings) -> Any:
+    if not _starts(raw, b"{"):
+        return _loads(memoryview(raw))  # not an object: the request schema refuses it
+    return {key: _prefetch_value(value, lazy, codings) for key, value in _decode_object(raw).items()}
+
+
+def _prefetch_value(raw: Raw, lazy: list[LazyObservation], codings: _Codings) -> Any:
+    if not _starts(raw, b"{"):
+        return _loads(memoryview(raw))
+    parts = _decode_object(raw)
+    kind, entry = parts.get("resourceType"), parts.get("entry")
+    if kind is None or entry is None or bytes(kind) != b'"Bundle"' or not _starts(entry, b"["):
+        return _loads(memoryview(raw))  # a resource, an OperationOutcome, a Bundle without entries: as before
+    out: dict[str, Any] = {}
+    for key, value in parts.items():
+        if key == "entry":
+            out[key] = [_entry(item, lazy, codings) for item in _decode_array(value)]
+        else:
+            out[key] = _loads(memoryview(value))
+    return out
+
+
+def _entry(raw: Raw, lazy: list[LazyObservation], codings: _Codings) -> Any:
+    try:
+        entry = _decode_entry(raw)
+    except msgspec.ValidationError:
+        return _entry_by_key(raw, lazy, codings)
+    out: dict[str, Any] = {}
+    if entry.fullUrl is not UNSET:
+        out["fullUrl"] = entry.fullUrl
+    resource = entry.resource
+    if resource is not UNSET:
+        out["resource"] = _resource(resource, lazy, codings) if _starts(resource, b"{") else \
+            _loads(memoryview(resource))
+    if entry.search is not UNSET:
+        out["search"] = _loads(memoryview(entry.search))
+    return out
+
+
+def _entry_by_key(raw: Raw, lazy: list[LazyObservation], codings: _Codings) -> Any:
+    if not _starts(raw, b"{"):
+        return _loads(memoryview(raw))
+    out: dict[str, Any] = {}
+    for key, value in _decode_object(raw).items():
+        if key == "resource" and _starts(value, b"{"):
+            out[key] = _resource(value, lazy, codings)
+        else:
+            out[key] = _loads(memoryview(value))
+    return out
+
+
+def _resource(raw: Raw, lazy: list[LazyObservation], codings: _Codings) -> Any:
+    try:
+        head = _decode_head(raw)
+    except msgspec.ValidationError:
+        return _loads(memoryview(raw))  # an element of HEAD of another shape: decoded whole, as before
+    if head.resourceType != "Observation":
+        return _loads(memoryview(raw))  # not an Observation: decoded whole, as before
+    obs = LazyObservation()
+    obs._raw = raw
+    obs._plain = None
+    dict.update(obs, _to_builtins(head))
+    places = _astuple(_decode_places(raw))
+    key = b"\x00".join(b"" if v is UNSET else bytes(v) for v in places)  # a JSON value never holds a NUL byte
+    found = codings.get(key)
+    if found is None:
+        found = codings[key] = observation_codings(
+            {name: _loads(memoryview(v)) for name, v in zip(CODE_PLACES, places, strict=True) if v is not UNSET})
+    obs.codings = found
+    lazy.append(obs)
+    return obs
