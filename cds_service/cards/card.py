@@ -247,6 +247,15 @@ def build_cards(screening: Screening, *, rules: TrialRules, report_url: str | No
                          _key_values_line(screening, tables), footer)
         return [_card("ineligible-until", head + reason, detail, screening, rules, **common)]
 
+    if screening.status == NOT_APPLICABLE and "Condition" in screening.not_retrieved:
+        # The diagnoses could not be read, so "no AML recorded" says nothing: whether the trial concerns this
+        # patient is unknown. Silence here would look like a negative screen (issue 17), so one card says so;
+        # it appears only when the retrieval failed, never for a patient whose diagnoses were read.
+        summary = (f"Screening for {rules.trial_id} incomplete: {kinds_text(screening.not_retrieved)} not retrieved, "
+                   "so whether the trial applies is unknown")
+        detail = _detail(incomplete, "Without the diagnoses the service cannot tell whether the patient has acute "
+                         "myeloid leukemia; open the chart again later, or screen from the report.", footer)
+        return [_card("incomplete", summary, detail, screening, rules, **common)]
     if not explain_ineligibility:
         return []
     if screening.status == INELIGIBLE:

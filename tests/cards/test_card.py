@@ -302,3 +302,17 @@ def test_report_link_added_afterwards_gives_the_cards_built_with_it(status, over
     carded = status == "potential-candidate" or "E15" in overrides or explain
     assert len(without) == (1 if carded else 0)  # the comparison is not between two empty lists
     assert _cards(s, explain_ineligibility=explain) == without  # the input cards are left as they were
+
+
+def test_diagnoses_not_retrieved_is_never_a_silent_not_applicable():
+    """Issue 17: when the Condition answer failed (or held only other patients), "no AML recorded" means nothing,
+    so a card says the screening is incomplete, even with ineligibility cards off; with the diagnoses read and no
+    AML, there is still no card."""
+    lost = _screening("not-applicable", not_retrieved={"Condition": "the answer held only other patients' data"})
+    [card] = _cards(lost)
+    assert "incomplete" in card["summary"] and "diagnoses" in card["summary"]
+    assert "does not apply" not in card["summary"]
+    assert card["indicator"] == "info"
+    assert _cards(_screening("not-applicable")) == []
+    # another kind lost for a patient without AML: the diagnoses were read, so the trial does not concern them
+    assert _cards(_screening("not-applicable", not_retrieved={"Observation": "deadline passed"})) == []

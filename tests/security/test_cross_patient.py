@@ -26,6 +26,7 @@ import pytest
 import requests
 from upstreams import Upstream, fhir_json, searchset, service_over_http
 
+from cds_service.cards.card import KIND_NAMES
 from cds_service.config import Settings, load_knowledge
 from cds_service.gather.prefetch import discovery_prefetch
 from cds_service.hooks.app import create_app, state
@@ -310,8 +311,8 @@ def test_wrong_patient_only_answer_is_not_retrieved(service, upstream, patients,
                 "fhirServer": upstream.base}
     answer = _post(base, body)
     screening = _screening(answer)
-    # (Whether the overall status may stay "potential-candidate" with a kind missing is the card's summary rule;
-    # here: the kind is carried as not retrieved and nothing it decided reads "not met".)
+    # The kind is carried as not retrieved and nothing it decided reads "not met"; the card's summary says the
+    # screening is incomplete instead of "Possible candidate" (issue 17: no silent false candidate card).
     for kind in kinds:
         assert kind in screening["not_retrieved"], screening.get("not_retrieved")
         assert "other patients" in screening["not_retrieved"][kind]
@@ -324,9 +325,11 @@ def test_wrong_patient_only_answer_is_not_retrieved(service, upstream, patients,
     if exclusion:
         assert by_id[exclusion]["result"] == "unknown", by_id[exclusion]
     assert any(by_id[cid]["result"] == "unknown" for cid in decisive)
-    detail = answer["cards"][0]["detail"]
-    assert "Data not retrieved" in detail
-    assert all(kind in detail for kind in kinds)
+    summary, detail = answer["cards"][0]["summary"], answer["cards"][0]["detail"]
+    assert "incomplete" in summary and "Possible candidate" not in summary, summary
+    assert "does not apply" not in summary, summary
+    assert "Screening incomplete" in detail
+    assert all(KIND_NAMES[kind] in detail for kind in kinds), detail
     for kind in kinds:
         for r in _others_resources(patients, kind, pid):
             assert f"{kind}/{r['id']}" not in str(answer)
