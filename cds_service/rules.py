@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from cds_service.errors import ConfigurationError
+from cds_service.validation import schema_errors
 
 __all__ = ["TrialRules", "CriterionInfo", "DateHorizon", "load_trial_rules"]
 
@@ -91,23 +92,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _fast_valid(schema: dict[str, Any], data: Any) -> bool:
-    """True when jsonschema_rs (Rust) finds ``data`` valid; anything else is judged by jsonschema below."""
-    try:
-        import jsonschema_rs
-
-        return bool(jsonschema_rs.validator_for(schema).is_valid(data))
-    except Exception:  # noqa: BLE001 - not installed or a schema it cannot compile: jsonschema decides
-        return False
-
-
-def _slow_validator(schema: dict[str, Any]) -> Any:
-    # Imported only for rules the fast validator does not accept: jsonschema costs ~0.1 s of start-up (issue 14).
-    import jsonschema
-
-    return jsonschema.Draft202012Validator(schema)
-
-
 def load_trial_rules(mappings_dir: Path, override: Path | None = None) -> TrialRules:
     """Load, merge and validate the trial rules."""
     path = mappings_dir / "trial" / "nct06880354.yaml"
@@ -116,8 +100,7 @@ def load_trial_rules(mappings_dir: Path, override: Path | None = None) -> TrialR
         data = _merge(data, _read_yaml(Path(override)))
         path = Path(override)
     schema = json.loads((mappings_dir / "schema" / "trial-rules.schema.json").read_text(encoding="utf-8"))
-    errors = [] if _fast_valid(schema, data) else \
-        sorted(_slow_validator(schema).iter_errors(data), key=lambda e: list(e.path))
+    errors = schema_errors(schema, data)
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"

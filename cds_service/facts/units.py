@@ -125,8 +125,6 @@ def load_unit_table(path: Any = None) -> UnitTable:
     import json
     from pathlib import Path
 
-    import jsonschema
-
     from cds_service.errors import ConfigurationError
     from cds_service.shipped import shipped_dir
 
@@ -139,8 +137,11 @@ def load_unit_table(path: Any = None) -> UnitTable:
         schema = json.loads(schema_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"unit table {path}: cannot be read: {exc}") from exc
-    error = next(iter(jsonschema.Draft202012Validator(schema).iter_errors(data)), None)
-    if error is not None:
+    from cds_service.validation import schema_errors
+
+    errors = schema_errors(schema, data)
+    if errors:
+        error = errors[0]
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ConfigurationError(f"unit table {path}: invalid at {where}: {error.message}")
     return UnitTable(dict(data["whole"]), dict(data["atoms"]))
