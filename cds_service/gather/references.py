@@ -168,5 +168,7 @@ def attribute(resources: Iterable[Mapping[str, Any]], ctx: PatientContext,
             continue
         if v == "own":
             out.owned += 1
-        out.own.append(dict(res))
+        # Kept as given (no copy): a gather.lazy Observation stays undecoded until a filter needs more than its
+        # head, and nothing downstream mutates a raw resource.
+        out.own.append(res if isinstance(res, dict) else dict(res))
     return out

@@ -251,14 +251,21 @@ def test_a_bundle_whose_first_patient_has_no_id_screens_the_patient_in_context(s
 
 
 @pytest.mark.parametrize("who", ["no-id", "other-id"])
-def test_a_patient_answer_without_the_patient_in_context_gives_no_card(service, patients, who):
+def test_a_patient_answer_without_the_patient_in_context_is_412_never_a_screening(service, patients, who):
+    """Another Patient (or one without an id) in the patient key is not this patient: nothing is screened, and
+    the hook says so with 412 (issue 13), naming no patient data."""
     base, templates = service
     prefetch = prefetch_for(patients[ME], templates)
     other = copy.deepcopy(patients[OTHER].patient)
     if who == "no-id":
         other.pop("id")
     prefetch["patient"] = other
-    assert _post(base, {"context": {"patientId": ME}, "prefetch": prefetch})["cards"] == []
+    resp = requests.post(base + HOOK, json={"hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+                                            "hook": "patient-view", "context": {"patientId": ME},
+                                            "prefetch": prefetch}, timeout=60)
+    assert resp.status_code == 412, resp.text
+    assert resp.json()["resourceType"] == "OperationOutcome"
+    assert OTHER not in resp.text and "cards" not in resp.json()
 
 
 # --- an answer about another patient only is "not retrieved" (issue 17) ------------------------------------
@@ -358,7 +365,7 @@ def test_every_kind_answered_with_another_patients_data_only_is_not_retrieved(se
     screening = _screening(answer)
     assert kind in screening["not_retrieved"]
     assert screening["set_aside"] >= len(theirs)
-    assert kind in answer["cards"][0]["detail"]
+    assert KIND_NAMES[kind] in answer["cards"][0]["detail"]
     for r in theirs:
         assert f"{kind}/{r['id']}" not in str(answer)
 
