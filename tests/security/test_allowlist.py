@@ -80,13 +80,13 @@ def service(tmp_path_factory, escape):
         yield base, _prefetch(app)
 
 
-def _call(base: str, fhir: str, *, prefetch: dict) -> dict:
+def _call(base: str, fhir: str, *, prefetch: dict, status: int = 200) -> dict:
     body = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
             "context": {"patientId": PID}, "fhirServer": fhir, "prefetch": prefetch,
             "fhirAuthorization": {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,
                                   "scope": "patient/*.read", "subject": "trialscreen"}}
     resp = requests.post(base + HOOK, json=body, timeout=60)
-    assert resp.status_code == 200, resp.text
+    assert resp.status_code == status, resp.text
     return resp.json()
 
 
@@ -159,9 +159,10 @@ def _named_service(tmp_path, server: Upstream, **settings):
 def test_a_name_resolving_to_loopback_is_refused_unless_listed(tmp_path, named_server):
     named, app = _named_service(tmp_path, named_server)
     with service_over_http(app) as base:
-        answer = _call(base, named, prefetch={})
+        answer = _call(base, named, prefetch={}, status=412)
     assert named_server.seen == []
-    assert answer["cards"] == []  # not even the Patient could be read
+    # not even the Patient could be read: the hook says so (412, issue 13) instead of an empty card list
+    assert answer["resourceType"] == "OperationOutcome" and "Patient" in answer["issue"][0]["diagnostics"]
 
 
 def test_a_listed_private_network_is_contacted(tmp_path, named_server):
@@ -206,5 +207,5 @@ def test_an_allowlisted_name_rebound_to_loopback_later_is_refused(tmp_path, name
 
     with service_over_http(app) as base:
         monkeypatch.setattr(socket, "getaddrinfo", rebound)
-        answer = _call(base, f"http://ehr.test:{named_server.port}/fhir", prefetch={})
-    assert named_server.seen == [] and answer["cards"] == []
+        answer = _call(base, f"http://ehr.test:{named_server.port}/fhir", prefetch={}, status=412)
+    assert named_server.seen == [] and answer["resourceType"] == "OperationOutcome"
