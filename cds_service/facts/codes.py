@@ -36,7 +36,8 @@ try:  # Rust: says "valid" in microseconds where jsonschema takes ~2 ms a table 
 except ImportError:  # pragma: no cover - declared in pyproject; without it jsonschema alone decides
     jsonschema_rs = None
 
-__all__ = ["Concept", "ValueSet", "CodeTables", "SafetyNet", "load_code_tables", "default_mappings_dir", "Coding"]
+__all__ = ["Concept", "ValueSet", "CodeTables", "SafetyNet", "load_code_tables", "default_mappings_dir", "system_aliases",
+           "Coding"]
 
 Coding = tuple[str, str]  # (system, code)
 
@@ -390,16 +391,32 @@ def _expansion(path: Path, schema: dict[str, Any], fast: Any, value_set_id: str)
     return list(data["members"])
 
 
+def _folder_schema(base: Path, name: str) -> tuple[dict[str, Any], Any]:
+    """The schema ``schema/<name>.schema.json`` and its fast validator (None when jsonschema_rs cannot)."""
+    schema_path = base / "schema" / f"{name}.schema.json"
+    try:
+        schema = _schema(schema_path)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"{name} schema {schema_path} cannot be read: {exc}") from exc
+    return schema, _fast_validator(schema)
+
+
+def system_aliases(base: Path) -> dict[str, str]:
+    """``systems.json``'s aliases (other spellings of a code-system URI -> the canonical URI); {} without one."""
+    systems_path = base / "systems.json"
+    if not systems_path.exists():
+        return {}
+    try:
+        return dict(json.loads(systems_path.read_text(encoding="utf-8")).get("aliases", {}))
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise ConfigurationError(f"{systems_path}: cannot be read: {exc}") from exc
+
+
 def _expansions(base: Path, ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     folder = base / "expansions"
     if not folder.is_dir():
         return {}
-    schema_path = base / "schema" / "expansion.schema.json"
-    try:
-        schema = _schema(schema_path)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigurationError(f"expansion schema {schema_path} cannot be read: {exc}") from exc
-    fast = _fast_validator(schema)
+    schema, fast = _folder_schema(base, "expansion")
     known = set(ids)
     out: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(folder.glob("*.json")):
@@ -413,12 +430,7 @@ def _safety_nets(base: Path, ids: Iterable[str]) -> dict[str, SafetyNet]:
     folder = base / "safety-net"
     if not folder.is_dir():
         return {}
-    schema_path = base / "schema" / "safety-net.schema.json"
-    try:
-        schema = _schema(schema_path)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigurationError(f"safety-net schema {schema_path} cannot be read: {exc}") from exc
-    fast = _fast_validator(schema)
+    schema, fast = _folder_schema(base, "safety-net")
     known = set(ids)
     out: dict[str, SafetyNet] = {}
     for path in sorted(folder.glob("*.json")):
@@ -486,12 +498,6 @@ def load_code_tables(mappings_dir: Path | None = None, site_dir: Path | None = N
             shipped = [c for c in concepts[vs_id] if (c.system, c.code) not in
                        {(s["system"], s["code"]) for s in data["concepts"]}]
             concepts[vs_id] = _concepts(data, vs_id) + shipped
-    aliases: dict[str, str] = {}
-    systems_path = base / "systems.json"
-    if systems_path.exists():
-        try:
-            aliases = dict(json.loads(systems_path.read_text(encoding="utf-8")).get("aliases", {}))
-        except (OSError, json.JSONDecodeError, AttributeError) as exc:
-            raise ConfigurationError(f"{systems_path}: cannot be read: {exc}") from exc
+    aliases = system_aliases(base)
     return CodeTables({k: ValueSet.build(raw[k], concepts[k], expansions.get(k, ())) for k in raw}, aliases,
                       _safety_nets(base, raw))

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cds_service.errors import ConfigurationError
-from cds_service.facts.codes import default_mappings_dir
+from cds_service.facts.codes import default_mappings_dir, system_aliases
 from cds_service.facts.drug_names import (
     TextMatcher,
     base_ingredient,
@@ -394,13 +394,7 @@ def _load(mappings_dir: Path | None) -> DrugTables:
         raise ConfigurationError(f"{folder}/products.json entry {idx} ({p['code']}): ingredient {missing!r} is not "
                                  "in ingredients.json")
     products = _Products(raw)
-    aliases: dict[str, str] = {}
-    systems = base / "systems.json"
-    if systems.exists():
-        try:
-            aliases = dict(json.loads(systems.read_text(encoding="utf-8")).get("aliases", {}))
-        except (OSError, json.JSONDecodeError, AttributeError) as exc:
-            raise ConfigurationError(f"{systems}: cannot be read: {exc}") from exc
+    aliases = system_aliases(base)
     vaccines = {v["name"]: (v["system"], v["code"]) for v in ing_doc.get("vaccines", {}).get("names", ())}
     return DrugTables(ingredients, products, tree, aliases, dict(ing_doc.get("meta", {})), synonyms,
                       dict(ing_doc.get("prophylaxis_markers", {})), vaccines)
