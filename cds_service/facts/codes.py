@@ -36,8 +36,8 @@ try:  # Rust: says "valid" in microseconds where jsonschema takes ~2 ms a table 
 except ImportError:  # pragma: no cover - declared in pyproject; without it jsonschema alone decides
     jsonschema_rs = None
 
-__all__ = ["Concept", "ValueSet", "CodeTables", "SafetyNet", "load_code_tables", "default_mappings_dir", "system_aliases",
-           "Coding"]
+__all__ = ["Concept", "ValueSet", "CodeTables", "SafetyNet", "load_code_tables", "default_mappings_dir",
+           "system_aliases", "Coding"]
 
 Coding = tuple[str, str]  # (system, code)
 
