@@ -46,7 +46,10 @@ BARE_APP = textwrap.dedent("""
 
 
 def _env(state: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIALSCREEN_")}
+    # PYTHONDONTWRITEBYTECODE (set on some CI and sandbox machines) would make every run compile the project's
+    # modules from source: an installed package has its bytecode (pip writes it), so the bench measures that.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("TRIALSCREEN_") and k != "PYTHONDONTWRITEBYTECODE"}
     env.update({"TRIALSCREEN_LOG_LEVEL": "WARNING", "TRIALSCREEN_AUTH_REQUIRED": "false"})
     if state is not None:
         env["TRIALSCREEN_STATE_DIR"] = str(state)
