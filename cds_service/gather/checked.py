@@ -27,12 +27,15 @@ This module does no I/O.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 __all__ = ["JsonNode", "read_observation", "read_checked", "prepare_readers", "OBSERVATION", "KNOWN_TYPES", "RESOURCES"]
@@ -224,8 +227,13 @@ class _Type:
 
     def build(self) -> None:
         """Make this type's reader (its element types' readers first: see ``_ensure_readers``)."""
-        # Every element of the fhir.resources model reads None unless present, as on the model itself.
-        names = {field.alias or name for name, field in self.model.model_fields.items()}
+        # Every element of the fhir.resources model reads None unless present, as on the model itself. The
+        # names come from checked_fields.json (the models' own fields, written by scripts/build_checked_fields.py
+        # and compared with the installed fhir.resources by tests/gather/test_checked.py), so building the
+        # readers imports no model module (~0.2-0.4 s of a short command, issue 14); a type missing from the
+        # file is read from its model.
+        listed = _listed_fields().get(self.model_path)
+        names = set(listed) if listed is not None else model_field_names(self)
         node_class = type(self.name, (JsonNode,), {"__slots__": (), **dict.fromkeys(names | self.elements.keys())})
         object.__setattr__(self, "read", _reader(self, node_class))
 
@@ -238,6 +246,30 @@ class _Type:
     def __call__(self, node: Any) -> JsonNode:
         _ensure_readers()
         return self.read(node)  # type: ignore[attr-defined, no-any-return]
+
+
+def model_field_names(spec: _Type) -> set[str]:
+    """The JSON names of every element of ``spec``'s fhir.resources model (imports the model)."""
+    return {field.alias or name for name, field in spec.model.model_fields.items()}
+
+
+_FIELDS_FILE = Path(__file__).with_name("checked_fields.json")
+
+
+@lru_cache(maxsize=1)
+def _listed_fields() -> dict[str, list[str]]:
+    try:
+        return dict(json.loads(_FIELDS_FILE.read_text(encoding="utf-8"))["fields"])
+    except (OSError, ValueError, KeyError, TypeError):  # absent or unreadable: every type reads its model
+        return {}
+
+
+def checked_fields_table() -> dict[str, Any]:
+    """What checked_fields.json holds: each known type's model path -> its element names, sorted."""
+    import fhir.resources
+
+    return {"fhir.resources": fhir.resources.__version__,
+            "fields": {spec.model_path: sorted(model_field_names(spec)) for spec in KNOWN_TYPES}}
 
 
 def _reader(spec: _Type, node_class: type) -> Callable[[Any], JsonNode]:

@@ -1100,3 +1100,23 @@ def test_a_checked_node_shows_its_element_names_but_never_its_values():
     text = repr(node)
     assert "Observation(" in text and "valueString" in text
     assert "secret-id" not in text and "Jane" not in text and "1970" not in text
+
+
+def test_the_listed_fields_are_the_installed_models_fields():
+    """checked_fields.json (which spares start-up the model imports) lists exactly each model's elements: after
+    a fhir.resources upgrade this fails until scripts/build_checked_fields.py is run."""
+    import json
+
+    from cds_service.gather.checked import _FIELDS_FILE, checked_fields_table
+
+    assert json.loads(_FIELDS_FILE.read_text(encoding="utf-8")) == checked_fields_table()
+
+
+def test_building_the_readers_imports_no_model():
+    import subprocess
+    import sys
+
+    code = ("import sys; from cds_service.gather.checked import prepare_readers; prepare_readers(); "
+            "print(sorted(m for m in sys.modules if m.startswith('fhir.resources.R4B.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
