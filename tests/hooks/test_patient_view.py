@@ -185,7 +185,13 @@ def test_null_patient_is_a_412(app, client):
 def test_resources_of_another_patient_are_set_aside(app, client):
     other = condition(SCT, "91861009", pid="someone-else")
     body = _post(client, hook_body(full_prefetch(app, patient(), other)))
-    assert body == {"cards": []}  # without its AML diagnosis this patient is not applicable
+    # The diagnoses answer held only someone else's: a failed retrieval (issue 17), not "no AML recorded". The
+    # one card says the screening is incomplete; the other patient's Condition is nowhere in the answer.
+    [card] = body["cards"]
+    assert "incomplete" in card["summary"] and "diagnoses" in card["summary"]
+    screening = card["extension"]["org.trialscreen.screening"]
+    assert "Condition" in screening["not_retrieved"] and screening["set_aside"] == 1
+    assert "someone-else" not in str(body)
 
 
 def test_invalid_resource_is_skipped_and_reported(app, client):
