@@ -340,7 +340,8 @@ def _problems(items: Any) -> tuple[tuple[str, str], ...]:
 
 
 @lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
+    """The Jinja environment of the cards' HTML templates (report page, worklist): autoescaped, strict."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
@@ -349,9 +350,9 @@ def _environment() -> jinja2.Environment:
 
 def render_report_html(view: ReportView) -> str:
     """The report page as an HTML document."""
-    return _environment().get_template("report.html").render(view=view, missing=False)
+    return template_environment().get_template("report.html").render(view=view, missing=False)
 
 
 def render_missing_html(trial_id: str = "") -> str:
     """The page shown for an unknown or expired report link (served with status 404)."""
-    return _environment().get_template("report.html").render(view=None, missing=True, trial_id=trial_id)
+    return template_environment().get_template("report.html").render(view=None, missing=True, trial_id=trial_id)

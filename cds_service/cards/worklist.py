@@ -15,12 +15,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
 from typing import IO
 
-import jinja2
-
-from cds_service.cards.report import STATUS_LABELS, TEMPLATES_DIR
+from cds_service.cards.report import STATUS_LABELS, template_environment
 
 __all__ = ["WorklistRow", "CSV_HEADER", "sort_key", "write_csv", "render_worklist_html", "report_filename"]
 
@@ -74,20 +71,12 @@ def report_filename(patient: str) -> str:
     return "p-" + hashlib.sha256(pid.encode()).hexdigest()[:16] + ".html"
 
 
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-
-
 def render_worklist_html(rows: Iterable[WorklistRow], *, trial_id: str, short_title: str, evaluated_at: str,
                          reports_dir: str = "patients") -> str:
     """The worklist page: one row per patient (already sorted), each linking to ``reports_dir/<file>``."""
     items = [{"row": r, "id": r.patient.removeprefix("Patient/"), "label": STATUS_LABELS.get(r.status, r.status),
               "href": f"{reports_dir}/{report_filename(r.patient)}"} for r in rows]
     counts = {s: sum(1 for i in items if i["row"].status == s) for s in _ORDER}
-    return _environment().get_template("worklist.html").render(
+    return template_environment().get_template("worklist.html").render(
         items=items, counts=counts, labels=STATUS_LABELS, trial_id=trial_id, short_title=short_title,
         evaluated_at=evaluated_at)
