@@ -182,7 +182,9 @@ _READ_IN_COMPONENTS = frozenset({"systolic-bp", "diastolic-bp", "qtcf", "qt-inte
 _FHIR_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2}))?)?)?$")
 
 
-def _raw_date(value: Any) -> Any:
+def _raw_date(value: Any) -> tuple[datetime, datetime] | None:
+    """(start, end) of a raw FHIR date, dateTime or instant as ``facts.dates.parse_fhir_date`` reads it; None
+    when it is not one the date horizon accepts (``_FHIR_DATE``) or cannot be read."""
     if not isinstance(value, str) or not _FHIR_DATE.match(value):
         return None
     if len(value) > 10:
@@ -192,15 +194,10 @@ def _raw_date(value: Any) -> Any:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return None
-        return _Instant(moment, moment)
+        return moment, moment
     from cds_service.facts.dates import parse_fhir_date  # facts import this module: import on use
-    return parse_fhir_date(value)
-
-
-@dataclass(frozen=True)
-class _Instant:
-    start: datetime
-    end: datetime
+    parsed = parse_fhir_date(value)
+    return (parsed.start, parsed.end) if parsed is not None else None
 
 
 def _texts(concept: Any) -> list[str]:
@@ -218,21 +215,19 @@ def raw_effective(raw: Mapping[str, Any]) -> tuple[datetime, datetime] | None:
     """(start, end) of an Observation's effective[x] read from its raw JSON, as the facts will read it; None when
     missing, unparseable or an open period."""
     if "effectiveDateTime" in raw:
-        when = _raw_date(raw["effectiveDateTime"])
-    elif "effectiveInstant" in raw:
-        when = _raw_date(raw["effectiveInstant"])
-    else:
-        period = raw.get("effectivePeriod")
-        if not _is_map(period) or "end" not in period:
-            return None
-        end = _raw_date(period["end"])
-        if end is None:
-            return None
-        if "start" not in period:
-            return end.start, end.end
-        begin = _raw_date(period["start"])
-        return (begin.start, end.end) if begin is not None else None
-    return (when.start, when.end) if when is not None else None
+        return _raw_date(raw["effectiveDateTime"])
+    if "effectiveInstant" in raw:
+        return _raw_date(raw["effectiveInstant"])
+    period = raw.get("effectivePeriod")
+    if not _is_map(period) or "end" not in period:
+        return None
+    end = _raw_date(period["end"])
+    if end is None:
+        return None
+    if "start" not in period:
+        return end
+    begin = _raw_date(period["start"])
+    return (begin[0], end[1]) if begin is not None else None
 
 
 class Relevance:
@@ -310,9 +305,12 @@ class Relevance:
         observations = []
         for raw in resources:
             if raw.get("resourceType") == "Observation":
-                known = getattr(raw, "codings", None)  # gather.lazy: known without decoding the resource
-                sets = self._sets(observation_codings(raw) if known is None else known) - self.qualifiers
-                observations.append((raw, sets, raw_effective(raw)))
+                known = getattr(raw, "codings", None)  # gather.lazy: codes and dates known without decoding it
+                if known is None:
+                    sets, when = self._sets(observation_codings(raw)), raw_effective(raw)
+                else:
+                    sets, when = self._sets(known), raw.when
+                observations.append((raw, sets - self.qualifiers, when))
         # Starts of the results that may be current for a same-time anchor set (None: one cannot be dated, so
         # every same-time Observation is kept).
         protected: dict[str, set[datetime] | None] = {}
@@ -329,14 +327,24 @@ class Relevance:
             protected[anchor] = starts
         chains: dict[str, list[tuple[datetime, datetime, Mapping[str, Any]]]] = {}
         candidates: set[int] = set()
+        # Per distinct value sets (a long record repeats a few dozen): the sets with a horizon of their own, the
+        # earliest of those horizons (an Observation must end before it; None: a set without one, never
+        # skipped) and the anchor sets of the same-time ones.
+        shapes: dict[frozenset[str], tuple[tuple[str, ...], datetime | None, tuple[str, ...], bool]] = {}
         for raw, sets, when in observations:
             if not sets or when is None:
                 continue
-            limited = {vs for vs in sets if vs not in self.same_time_as}
-            if not all(vs in self.cutoffs and when[1] < self.cutoffs[vs] for vs in limited):
+            shape = shapes.get(sets)
+            if shape is None:
+                limited = tuple(vs for vs in sets if vs not in self.same_time_as)
+                bounded = all(vs in self.cutoffs for vs in limited)
+                bound = min((self.cutoffs[vs] for vs in limited), default=None) if bounded else None
+                anchors = tuple(self.same_time_as[vs] for vs in sets if vs in self.same_time_as)
+                shape = shapes[sets] = (limited, bound, anchors, bounded)
+            limited, bound, anchors, bounded = shape
+            if not bounded or (bound is not None and when[1] >= bound):
                 continue
-            if not all(_apart(when, self.cutoffs[self.same_time_as[vs]], protected[self.same_time_as[vs]])
-                       for vs in sets - limited):
+            if not all(_apart(when, self.cutoffs[anchor], protected[anchor]) for anchor in anchors):
                 continue
             candidates.add(id(raw))
             for vs in limited:
