@@ -70,18 +70,21 @@ class HapiServer:
     """One HAPI FHIR JPA server process, empty at start (H2 in memory), on 127.0.0.1."""
 
     def __init__(self, *, build_dir: Path | None = None, startup_timeout: float = 600.0,
-                 stop_timeout: float = 20.0, heap: str = "768m", token: str = DEFAULT_TOKEN) -> None:
+                 stop_timeout: float = 20.0, heap: str = "768m", token: str = DEFAULT_TOKEN,
+                 max_page_size: int | None = None) -> None:
         """
         :param build_dir: a cache directory from :func:`build` (default: build or find it at start).
         :param startup_timeout: seconds until ``/fhir/metadata`` must answer (a loaded 2-core machine took 86 s).
         :param heap: the JVM's ``-Xmx``.
         :param token: the bearer token ``/secure/fhir`` accepts.
+        :param max_page_size: the largest ``_count`` the server honours (default: HAPI's own, 50).
         """
         self.build_dir = build_dir
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.heap = heap
         self.token = token
+        self.max_page_size = max_page_size
         self.port: int | None = None
         self.version: str | None = None
         self.start_seconds: float | None = None  # from process start to /metadata answering
@@ -141,6 +144,7 @@ class HapiServer:
             "java", f"-Xmx{self.heap}", "-XX:+UseSerialGC", f"-Djava.io.tmpdir={self.workdir}",
             "-Dtrialscreen.hapi.port=0", "-Dtrialscreen.hapi.host=127.0.0.1",
             f"-Dtrialscreen.hapi.token={self.token}",
+            *([f"-Dtrialscreen.hapi.maxPageSize={self.max_page_size}"] if self.max_page_size else []),
             "-cp", f"{self.build_dir / 'trialscreen-hapi.jar'}:{classpath}", "org.trialscreen.hapi.HapiTestServer",
         ]
         started = time.monotonic()

@@ -37,6 +37,9 @@ public final class HapiTestServer {
         int port = Integer.getInteger("trialscreen.hapi.port", 8080);
         String host = System.getProperty("trialscreen.hapi.host", "127.0.0.1");
         String token = System.getProperty("trialscreen.hapi.token", "trialscreen-test-token");
+        // HAPI's own cap on _count is 50 (BasePagingProvider); a deployment raises it (the JPA starter: 200).
+        // The hook-fhir benchmark asks for 1000 so that its slowest query is as short as the server allows.
+        Integer maxPageSize = Integer.getInteger("trialscreen.hapi.maxPageSize");
 
         AnnotationConfigApplicationContext context = new AnnotationConfigApplicationContext(HapiConfig.class);
         context.registerShutdownHook(); // SIGTERM closes the JPA context (and the batch2 scheduler) cleanly
@@ -49,8 +52,8 @@ public final class HapiTestServer {
 
         ServletContextHandler handler = new ServletContextHandler();
         handler.setContextPath("/");
-        handler.addServlet(new ServletHolder("open", restfulServer(context, null)), "/fhir/*");
-        handler.addServlet(new ServletHolder("secure", restfulServer(context, token)), "/secure/fhir/*");
+        handler.addServlet(new ServletHolder("open", restfulServer(context, null, maxPageSize)), "/fhir/*");
+        handler.addServlet(new ServletHolder("secure", restfulServer(context, token, maxPageSize)), "/secure/fhir/*");
         server.setHandler(handler);
         server.setStopAtShutdown(true);
         server.start();
@@ -63,7 +66,8 @@ public final class HapiTestServer {
     }
 
     /** One RestfulServer over the shared JPA beans; with a token, guarded by {@link BearerTokenInterceptor}. */
-    private static RestfulServer restfulServer(AnnotationConfigApplicationContext context, String token) {
+    private static RestfulServer restfulServer(AnnotationConfigApplicationContext context, String token,
+                                               Integer maxPageSize) {
         FhirContext fhirContext = context.getBean(FhirContext.class);
         RestfulServer restful = new RestfulServer(fhirContext);
         restful.registerProviders(context.getBean(ResourceProviderFactory.class).createProviders());
@@ -77,7 +81,11 @@ public final class HapiTestServer {
         capabilities.setImplementationDescription("TrialScreen HAPI FHIR test server");
         restful.setServerConformanceProvider(capabilities);
         // database-backed paging: next links are HAPI's own ?_getpages=<search id>&_getpagesoffset=... links
-        restful.setPagingProvider((IPagingProvider) context.getBean(DatabaseBackedPagingProvider.class));
+        DatabaseBackedPagingProvider paging = context.getBean(DatabaseBackedPagingProvider.class);
+        if (maxPageSize != null) {
+            paging.setMaximumPageSize(maxPageSize);
+        }
+        restful.setPagingProvider((IPagingProvider) paging);
         restful.setDefaultResponseEncoding(EncodingEnum.JSON);
         if (token != null) {
             restful.registerInterceptor(new BearerTokenInterceptor(token));
