@@ -152,7 +152,7 @@ def _resources_of(value: Mapping[str, Any], kind: str,
         res = entry["resource"]
         search = entry.get("search")
         mode = search.get("mode") if isinstance(search, dict) or isinstance(search, Mapping) else None
-        if res.get("resourceType") == "OperationOutcome":
+        if _get(res, "resourceType") == "OperationOutcome":  # a dict (checked above): see _get
             error = outcome_error(res)
             if error:
                 return out, error

@@ -46,6 +46,7 @@ RESOURCE_TYPES: dict[str, str] = {
 KINDS = tuple(t for t in RESOURCE_TYPES if t not in {"Patient", "Medication"})
 
 _models: dict[str, Any] = {}
+_dict_get = dict.get
 
 
 def _model(resource_type: str) -> Any:
@@ -248,6 +249,7 @@ class Relevance:
         self.closest_to = {vs: other for vs, other in (closest_to or {}).items()
                            if vs in self.cutoffs and other in self.cutoffs}
         self._memo: dict[tuple[tuple[str, str], ...], frozenset[str]] = {}
+        self._horizon_memo: dict[tuple[tuple[str, str], ...], frozenset[str]] = {}
 
     def _sets(self, codings: tuple[tuple[str, str], ...]) -> frozenset[str]:
         """``tables.matching_sets``, remembered per codings (a long record repeats the same few dozen; codes
@@ -259,7 +261,20 @@ class Relevance:
             found = self._memo[codings] = self.tables.matching_sets(codings)
         return found
 
+    def _horizon_sets(self, codings: tuple[tuple[str, str], ...]) -> frozenset[str]:
+        """``_sets`` less the qualifiers (which neither keep nor drop an Observation), remembered the same way."""
+        found = self._horizon_memo.get(codings)
+        if found is None:
+            if len(self._horizon_memo) >= 4096:
+                self._horizon_memo.clear()
+            found = self._horizon_memo[codings] = self._sets(codings) - self.qualifiers
+        return found
+
     def __call__(self, raw: Mapping[str, Any]) -> bool:
+        known = getattr(raw, "codings", None)  # gather.lazy: an Observation's codings, known before decoding it
+        if known is not None:
+            # The same answer as below: observation_codings holds the resource's own code's codings.
+            return not known or bool(self._sets(known))
         tables = self.tables
         rtype = raw.get("resourceType")
         if rtype in _ALWAYS_KEEP:
@@ -268,10 +283,6 @@ class Relevance:
             # Medications, allergies and vaccines are recognised by ingredient, brand or name (facts/drugs.py),
             # which their raw codes alone cannot show: every one is parsed.
             return True
-        known = getattr(raw, "codings", None)  # gather.lazy: an Observation's codings, known before decoding it
-        if known is not None:
-            # The same answer as below: observation_codings holds the resource's own code's codings.
-            return not known or bool(self._sets(known))
         # Most kept resources match on their own code: try it before walking the whole resource (the walk
         # finds these same codings too, so the answer is the same).
         code = raw.get("code")
@@ -302,63 +313,74 @@ class Relevance:
         """
         if not self.cutoffs:
             return set()
-        observations = []
+        # The Observations grouped by their value sets (less the qualifiers): a long record repeats a few dozen,
+        # so whatever depends on the sets alone is worked out once per group, not once per Observation.
+        groups: dict[frozenset[str], list[tuple[Mapping[str, Any], tuple[datetime, datetime] | None]]] = {}
         for raw in resources:
-            if raw.get("resourceType") == "Observation":
-                known = getattr(raw, "codings", None)  # gather.lazy: codes and dates known without decoding it
-                if known is None:
-                    sets, when = self._sets(observation_codings(raw)), raw_effective(raw)
-                else:
-                    sets, when = self._sets(known), raw.when
-                observations.append((raw, sets - self.qualifiers, when))
+            known = getattr(raw, "codings", None)  # gather.lazy: an Observation, codes and dates known already
+            if known is not None:
+                sets, when = self._horizon_sets(known), raw.when
+            elif raw.get("resourceType") == "Observation":
+                sets, when = self._horizon_sets(observation_codings(raw)), raw_effective(raw)
+            else:
+                continue
+            group = groups.get(sets)
+            if group is None:
+                group = groups[sets] = []
+            group.append((raw, when))
         # Starts of the results that may be current for a same-time anchor set (None: one cannot be dated, so
         # every same-time Observation is kept).
         protected: dict[str, set[datetime] | None] = {}
         for anchor in set(self.same_time_as.values()):
             starts: set[datetime] | None = set()
-            for _raw, sets, when in observations:
+            cutoff = self.cutoffs[anchor]
+            for sets, members in groups.items():
                 if anchor not in sets:
                     continue
-                if when is None:
-                    starts = None
+                for _raw, when in members:
+                    if when is None:
+                        starts = None
+                        break
+                    if when[1] >= cutoff:
+                        starts.add(when[0])
+                if starts is None:
                     break
-                if when[1] >= self.cutoffs[anchor]:
-                    starts.add(when[0])
             protected[anchor] = starts
         chains: dict[str, list[tuple[datetime, datetime, Mapping[str, Any]]]] = {}
         candidates: set[int] = set()
-        # Per distinct value sets (a long record repeats a few dozen): the sets with a horizon of their own, the
-        # earliest of those horizons (an Observation must end before it; None: a set without one, never
-        # skipped) and the anchor sets of the same-time ones.
-        shapes: dict[frozenset[str], tuple[tuple[str, ...], datetime | None, tuple[str, ...], bool]] = {}
-        for raw, sets, when in observations:
-            if not sets or when is None:
+        for sets, members in groups.items():
+            if not sets:
                 continue
-            shape = shapes.get(sets)
-            if shape is None:
-                limited = tuple(vs for vs in sets if vs not in self.same_time_as)
-                bounded = all(vs in self.cutoffs for vs in limited)
-                bound = min((self.cutoffs[vs] for vs in limited), default=None) if bounded else None
-                anchors = tuple(self.same_time_as[vs] for vs in sets if vs in self.same_time_as)
-                shape = shapes[sets] = (limited, bound, anchors, bounded)
-            limited, bound, anchors, bounded = shape
-            if not bounded or (bound is not None and when[1] >= bound):
+            # The sets with a horizon of their own, and the earliest of those horizons (an Observation must end
+            # before it; None: only same-time sets); a set without a horizon keeps the whole group.
+            limited = tuple(vs for vs in sets if vs not in self.same_time_as)
+            if not all(vs in self.cutoffs for vs in limited):
                 continue
-            if not all(_apart(when, self.cutoffs[anchor], protected[anchor]) for anchor in anchors):
-                continue
-            candidates.add(id(raw))
-            for vs in limited:
-                chains.setdefault(vs, []).append((when[0], when[1], raw))
+            bound = min((self.cutoffs[vs] for vs in limited), default=None)
+            anchors = tuple(self.same_time_as[vs] for vs in sets if vs in self.same_time_as)
+            for raw, when in members:
+                if when is None or (bound is not None and when[1] >= bound):
+                    continue
+                if anchors and not all(_apart(when, self.cutoffs[a], protected[a]) for a in anchors):
+                    continue
+                candidates.add(id(raw))
+                for vs in limited:
+                    chain = chains.get(vs)
+                    if chain is None:
+                        chain = chains[vs] = []
+                    chain.append((when[0], when[1], raw))
         kept: set[int] = set()
         for vs, chain in chains.items():
             other = self.closest_to.get(vs)
             if other is not None and not all(
                     when is not None and (when[1] < self.cutoffs[other] or when[0] >= self.cutoffs[vs])
-                    for _raw, sets, when in observations if other in sets):
+                    for sets, members in groups.items() if other in sets for _raw, when in members):
                 # A result of ``other`` that may be current starts before this set's horizon (or cannot be
                 # dated): the closest result of this set to it may be any old one, so all are read.
                 kept.update(id(raw) for _s, _e, raw in chain)
                 continue
+            # Newest first; equal dates in the order the resources came (a stable sort of a chain built in
+            # group order: which of two results at one date is tried first changes nothing, as both are kept).
             chain.sort(key=lambda c: (c[0], c[1]), reverse=True)
             anchor = None
             for start, end, raw in chain:
@@ -461,7 +483,9 @@ def build_record(
     record = PatientRecord(patient_ref=patient_ref, not_retrieved=dict(not_retrieved or {}), set_aside=set_aside)
     selected: list[Mapping[str, Any]] = []
     for raw in raw_resources:
-        rtype = raw.get("resourceType") if _is_map(raw) else None
+        # dict's own get first: a gather.lazy Observation's get is a Python method (its head holds resourceType)
+        rtype = _dict_get(raw, "resourceType") if isinstance(raw, dict) else \
+            raw.get("resourceType") if _is_map(raw) else None
         if not isinstance(rtype, str) or rtype not in RESOURCE_TYPES:  # a list or object there: not a resource
             continue
         if keep is not None and rtype != "Patient" and not keep(raw):
@@ -491,7 +515,7 @@ def build_record(
         if isinstance(result, DataProblem):
             record.problems.append(result)
             continue
-        rtype = raw["resourceType"]
+        rtype = _dict_get(raw, "resourceType") if isinstance(raw, dict) else raw["resourceType"]
         if rtype == "Patient":
             if record.patient is None:
                 record.patient = result

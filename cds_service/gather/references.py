@@ -136,6 +136,9 @@ def _target_is_patient(ref: str, resource: Mapping[str, Any], ctx: PatientContex
     return m is not None and m.group("type") == "Patient" and m.group("id") == ctx.patient_id
 
 
+_dict_get = dict.get
+
+
 def _is_map(node: Any) -> bool:
     """A JSON object: a dict (checked first: an ABC check such as ``Mapping`` costs ~10x, and this runs on every
     resource of every answer) or another Mapping."""
@@ -171,8 +174,12 @@ def attribute(resources: Iterable[Mapping[str, Any]], ctx: PatientContext,
     for res, url in zip(items, urls, strict=True):
         if not _is_map(res):
             continue
-        rtype = res.get("resourceType")
-        link = res.get(PATIENT_LINK[rtype]) if isinstance(rtype, str) and rtype in PATIENT_LINK else None
+        # dict's own get on a dict: a gather.lazy Observation holds resourceType and its patient link in its head,
+        # and its own get (a Python method) would cost more than the rest of this loop.
+        get = _dict_get if isinstance(res, dict) else res.get
+        rtype = get(res, "resourceType") if get is _dict_get else get("resourceType")
+        link_name = PATIENT_LINK[rtype] if isinstance(rtype, str) and rtype in PATIENT_LINK else None
+        link = None if link_name is None else get(res, link_name) if get is _dict_get else get(link_name)
         ref = link.get("reference") if type(link) is dict else None
         if type(ref) is str and ref and "://" not in ref and not ref.startswith(("#", "urn:")):
             v = relative.get((rtype, ref))
