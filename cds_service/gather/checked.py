@@ -129,6 +129,7 @@ def _one_of(*allowed: str) -> Callable[[Any], str]:
         if type(value) is not str or value not in choices:
             raise _Decline
         return value
+    check.allowed = allowed  # type: ignore[attr-defined]  # gather.compiled reads the codes as a Literal
     return check
 
 

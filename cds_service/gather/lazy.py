@@ -8,9 +8,11 @@ patient-reference check read (``HEAD``: resourceType, id, subject/patient/benefi
 codes in the places ``record.observation_codings`` reads them computed once per distinct set of those places
 (``codings``; a long record repeats the same few dozen). Any other element asked of it (``get``, ``[]``, ``in``,
 iteration, ``len``...) first decodes the whole resource into it, so code that does not know about laziness reads
-the same resource as before, only later. ``record.build_record`` decodes the ones it keeps (``plain``) and hands
-those plain dicts to the checked reader or ``fhir.resources``: the checked reader's accept/decline contract is
-the same by construction, and the ~60% of a long record that the date horizon skips is never decoded.
+the same resource as before, only later. ``record.build_record`` reads the ones it keeps straight from their
+raw bytes into typed structs (``compiled``: ``gather.compiled``, the checked reader's types and rules in msgspec)
+and, where that reader declines, decodes them (``plain``) for the checked reader or ``fhir.resources``: the
+checked reader's accept/decline contract holds either way, and the ~60% of a long record that the date horizon
+skips is never decoded.
 
 The body is decoded with msgspec (a compiled decoder: ``msgspec.Raw`` keeps a value's bytes without building
 it) and every value that is built, with orjson, as ``parse_json_body`` does for bodies under 2 MiB. The same bodies
@@ -32,6 +34,7 @@ import msgspec
 import orjson
 from msgspec import UNSET, Raw, UnsetType
 
+from cds_service.gather.compiled import read_observation_bytes
 from cds_service.gather.record import observation_codings, raw_effective
 
 __all__ = ["LazyObservation", "parse_request", "HEAD", "CODE_PLACES"]
@@ -139,6 +142,11 @@ class LazyObservation(dict):
             dict.clear(self)
             dict.update(self, full)
         return full
+
+    def compiled(self) -> Any | None:
+        """The resource as the checked reader would read it, decoded from its raw bytes in compiled code
+        (``gather.compiled``), or None when the Python readers must decide (then ``plain``)."""
+        return read_observation_bytes(self._raw)
 
     def get(self, key: Any, default: Any = None) -> Any:
         if self._plain is None and key not in _HEAD_KEYS:

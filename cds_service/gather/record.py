@@ -497,9 +497,15 @@ def build_record(
         """The model, or a DataProblem (cached: the date horizon may have parsed it already)."""
         key = id(raw)
         if key not in parsed:
+            view = None
             if type(raw) is not dict and hasattr(raw, "plain"):
-                raw = raw.plain()  # gather.lazy: the whole resource, decoded now that it is needed
-            view = read_checked(raw) if checked else None
+                # gather.lazy: read from its raw bytes in compiled code where that reader vouches for it, else
+                # the whole resource decoded now that it is needed
+                view = raw.compiled() if checked else None
+                if view is None:
+                    raw = raw.plain()
+            if view is None and checked:
+                view = read_checked(raw)
             parsed[key] = view if view is not None else _parse(raw)
         return parsed[key]
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from cds_service.cards.card import build_cards
+from cds_service.gather import compiled
 from cds_service.gather.checked import prepare_readers
 from cds_service.gather.prefetch import discovery_prefetch, gather
 from cds_service.gather.record import relevant_to
@@ -37,6 +38,7 @@ def warm_up(svc: ServiceState, store: Store | None = None) -> None:
     """Screen the shipped demo patient the way a hook call with full prefetch would, and build its cards; with
     a store, purge expired reports (what every report write does first: it compiles the statements)."""
     prepare_readers()
+    compiled.prepare()  # the hook's lazy Observations are read by it (the warm-up below reads plain dicts)
     if store is not None:
         store.reports.purge_expired()
     patients = [p for p in load_fixture_patients() if p.patient_id == WARM_UP_PATIENT]

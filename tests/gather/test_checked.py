@@ -27,6 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from builders import AT
@@ -52,6 +53,7 @@ from cds_service.facts.medications import medication_fact
 from cds_service.gather import checked
 from cds_service.gather.bundles import expand_paths, group_by_patient, read_path
 from cds_service.gather.checked import KNOWN_TYPES, RESOURCES, JsonNode, read_checked, read_observation
+from cds_service.gather.compiled import read_observation_bytes, struct_of
 from cds_service.gather.lazy import HEAD, LazyObservation, parse_request
 from cds_service.gather.record import DataProblem, build_record, observation_codings, relevant_to
 from cds_service.hooks.json_body import parse_json_body
@@ -324,6 +326,39 @@ def _lazy_agrees(raw: Any) -> None:
 
 LAZY_SEEN: dict[str, int] = {}
 LAZY_RELEVANCE = relevant_to(default_knowledge().tables)
+COMPILED_SEEN: dict[str, int] = {}
+
+
+def _tree(node: Any) -> Any:
+    """A checked JsonNode or a gather.compiled struct as plain values: each present element, with the type of
+    every leaf (a date is not a datetime, an int not a float) and a datetime's offset."""
+    if isinstance(node, JsonNode):
+        return type(node).__name__, {k: _tree(v) for k, v in node.__dict__.items()}
+    if isinstance(node, msgspec.Struct):
+        return type(node).__name__, {f: _tree(getattr(node, f)) for f in node.__struct_fields__
+                                     if getattr(node, f) is not None}
+    if isinstance(node, list):
+        return [_tree(v) for v in node]
+    return type(node).__name__, node.isoformat() if isinstance(node, datetime) else node
+
+
+def _compiled_agrees(raw: Any, view: Any) -> None:
+    """gather.compiled keeps the checked reader's promise: an Observation it reads from its JSON bytes is one the
+    checked reader accepts (``view``), with the same tree and the same fact."""
+    if not isinstance(raw, dict) or raw.get("resourceType") != "Observation":
+        return
+    try:
+        blob = orjson.dumps(raw)
+    except TypeError:  # orjson.JSONEncodeError: no JSON request carries it
+        return
+    got = read_observation_bytes(blob)
+    if got is None:
+        COMPILED_SEEN["declined"] = COMPILED_SEEN.get("declined", 0) + 1
+        return
+    assert view is not None, f"gather.compiled accepted what the checked reader declines: {raw!r}"
+    assert _tree(got) == _tree(view), raw
+    assert _outcome(got) == _outcome(view), raw
+    COMPILED_SEEN["accepted"] = COMPILED_SEEN.get("accepted", 0) + 1
 
 
 def _verdict(raw: Any, medications: dict[str, Any] | None = None) -> str:
@@ -338,6 +373,7 @@ def _verdict(raw: Any, medications: dict[str, Any] | None = None) -> str:
     rtype = raw.get("resourceType") if isinstance(raw, dict) else None
     # read_observation answers as read_checked for an Observation, and declines anything else.
     assert observation == view if rtype == "Observation" else observation is None, raw
+    _compiled_agrees(raw, view)
     if view is None:
         return "declined"
     assert isinstance(view, JsonNode) and type(view).__name__ == rtype, (view, rtype)
@@ -443,8 +479,10 @@ def test_corpus_keeps_the_promise_and_mostly_takes_the_fast_path():
               f"{counts['declined']} declined")
         for k in totals:
             totals[k] += counts[k]
-    print(f"corpus: {totals}")
+    print(f"corpus: {totals}, compiled: {COMPILED_SEEN}")
     assert totals["accepted"] >= 0.95 * (totals["accepted"] + totals["declined"]), totals
+    # The compiled reader takes nearly all of them too (else the hook would rarely use it).
+    assert COMPILED_SEEN.get("accepted", 0) >= 0.9 * totals["accepted"], (COMPILED_SEEN, totals)
 
 
 # --- 3. mutations -------------------------------------------------------------------------------------------------
@@ -643,8 +681,9 @@ def test_mutations_were_accepted_and_declined():
     the lazy front end."""
     if not VERDICTS:
         pytest.skip("run with test_mutations_keep_the_promise")
-    print(f"mutations: {VERDICTS}, lazy: {LAZY_SEEN}")
+    print(f"mutations: {VERDICTS}, lazy: {LAZY_SEEN}, compiled: {COMPILED_SEEN}")
     assert LAZY_SEEN.get("lazy", 0) >= 100, LAZY_SEEN
+    assert COMPILED_SEEN.get("accepted", 0) >= 30 and COMPILED_SEEN.get("declined", 0) >= 30, COMPILED_SEEN
     assert VERDICTS.get("accepted", 0) >= 30 and VERDICTS.get("declined", 0) >= 30, VERDICTS
 
 
@@ -1120,3 +1159,73 @@ def test_building_the_readers_imports_no_model():
             "print(sorted(m for m in sys.modules if m.startswith('fhir.resources.R4B.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --- gather.compiled ----------------------------------------------------------------------------------------------
+
+def _compiled_types(spec: Any = checked.OBSERVATION) -> list[Any]:
+    """The checked types an Observation holds, itself first."""
+    out = [spec]
+    for read, _repeats in spec.elements.values():
+        if isinstance(read, checked._Type) and all(read is not t for t in out):
+            out += [t for t in _compiled_types(read) if all(t is not o for o in out)]
+    return out
+
+
+def test_the_compiled_structs_have_the_checked_types_elements_and_read_the_others_as_none():
+    checked.prepare_readers()
+    for spec in _compiled_types():
+        struct = struct_of(spec)
+        assert struct.__name__ == spec.name
+        assert set(struct.__struct_fields__) == set(spec.elements), spec.name
+        node_class = type(spec.read(_minimal(spec)))
+        for name in vars(node_class):
+            if not name.startswith("__"):
+                assert name in struct.__struct_fields__ or getattr(struct, name) is None, (spec.name, name)
+
+
+def _minimal(spec: Any) -> dict[str, Any]:
+    """The smallest element of a type the checked reader takes (its required elements, minimal)."""
+    samples = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "text": "x"}
+    return {name: samples[name] for name in spec.required} or {next(iter(spec.elements)): _leaf(spec)}
+
+
+def _leaf(spec: Any) -> Any:
+    read, repeats = next(iter(spec.elements.values()))
+    value: Any = _minimal(read) if isinstance(read, checked._Type) else \
+        "x" if not hasattr(read, "allowed") else read.allowed[0]
+    if read in (checked._date_time, checked._instant, checked._date):
+        value = "2026-01-02T10:00:00Z" if read is not checked._date else "2026-01-02"
+    elif read in (checked._integer, checked._positive_int, checked._unsigned_int, checked._decimal):
+        value = 1
+    elif read is checked._boolean:
+        value = True
+    elif read is checked._reference_string:
+        value = "Patient/p1"
+    return [value] if repeats else value
+
+
+@pytest.mark.parametrize("text", ["a\\u0000b", "caf\\u00e9", "\\u00a0", "a\\nb"])
+def test_an_escape_sends_the_observation_to_the_python_reader(text):
+    blob = orjson.dumps(_BASE)[:-1] + b',"note":[{"text":"' + text.encode() + b'"}]}'
+    assert read_observation_bytes(blob) is None
+    assert read_observation_bytes(orjson.dumps(_BASE)) is not None
+
+
+@pytest.mark.parametrize("change", [{"note": [{"text": "\u00a0"}]}, {"note": [{"text": "\u3000\u2028"}]},
+                                    {"note": [{"text": "\x7f"}]}, {"code": {}}, {"valueString": ""},
+                                    {"valueQuantity": {"value": 2 ** 63}}, {"id": "a" * 65},
+                                    {"subject": {"reference": "patient/p1"}}, {"valueQuantity": {"code": " mg"}},
+                                    {"code": {"coding": [{"system": "http://loinc .org", "code": "1"}]}},
+                                    {"effectiveDateTime": "2016-12-31T23:59:60Z"},
+                                    {"valueInteger": 1, "valueString": "1"}])
+def test_what_the_python_reader_would_check_string_by_string_is_declined_by_the_compiled_one(change):
+    raw = {**copy.deepcopy(_BASE), **change}
+    assert read_observation_bytes(orjson.dumps(raw)) is None
+    _verdict(raw)
+
+
+def test_a_compiled_observation_shows_its_element_names_but_never_its_values():
+    got = read_observation_bytes(orjson.dumps(_BASE))
+    assert repr(got) == "Observation(resourceType, id, status, code, subject, effectiveDateTime, valueQuantity)"
+    assert "1742-6" not in repr(got.code) and "30" not in repr(got.valueQuantity)
