@@ -210,9 +210,26 @@ _NUMBER_SHAPES = bytes(_SHAPES)
 _LONG_RUN = b"0" * 309
 
 
-def _may_overflow(raw: bytes) -> bool:
-    shapes = raw.translate(_NUMBER_SHAPES, b"+")
-    return b"0e000" in shapes or _LONG_RUN in shapes
+_CHUNK = 1 << 18
+
+
+def _may_overflow(raw: Any) -> bool:
+    """Does ``raw`` (bytes or a buffer such as ``msgspec.Raw``) hold the shape of a number that could overflow?
+
+    Translated a quarter MiB at a time, each piece after the last 308 translated bytes of the one before (the
+    translation is byte by byte, so the pieces join into the whole one, and a 309-byte shape spans at most two):
+    a whole 10 MB prefetch copied and translated at once doubled the hook's peak memory (bench/memory.py)."""
+    view = memoryview(raw)
+    if len(view) <= _CHUNK:
+        shapes = bytes(view).translate(_NUMBER_SHAPES, b"+")
+        return b"0e000" in shapes or _LONG_RUN in shapes
+    tail = b""
+    for start in range(0, len(view), _CHUNK):
+        shapes = tail + bytes(view[start:start + _CHUNK]).translate(_NUMBER_SHAPES, b"+")
+        if b"0e000" in shapes or _LONG_RUN in shapes:
+            return True
+        tail = shapes[-(len(_LONG_RUN) - 1):]
+    return False
 
 
 _Codings = dict[bytes, tuple[tuple[str, str], ...]]
@@ -246,9 +263,9 @@ def _parse(body: bytes) -> Any:
             out[key] = _loads(memoryview(value))
     # Only the prefetch holds resources left raw (everything else was decoded by orjson): the hook instance, a
     # UUID, would often look like an overflow ("5e953").
-    if lazy and prefetch is not None and _may_overflow(bytes(prefetch)):
+    if lazy and prefetch is not None and _may_overflow(prefetch):
         for obs in lazy:
-            if _may_overflow(bytes(obs._raw)):
+            if _may_overflow(obs._raw):
                 _loads(memoryview(obs._raw))  # raises for a number orjson refuses: parse_json_body refuses it
     return out
 

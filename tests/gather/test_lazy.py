@@ -19,6 +19,7 @@ from builders import AT
 
 from cds_service.config import Settings, load_knowledge
 from cds_service.errors import InputError
+from cds_service.gather import lazy as lazy_module
 from cds_service.gather.lazy import CODE_PLACES, HEAD, LazyObservation, parse_request
 from cds_service.gather.prefetch import build_templates, discovery_prefetch, gather
 from cds_service.gather.record import observation_codings, relevant_to
@@ -193,3 +194,22 @@ def test_the_code_places_are_those_observation_codings_reads():
     asked: set[str] = set()
     observation_codings(Recording({k: None for k in CODE_PLACES}))
     assert asked == set(CODE_PLACES)
+
+
+def _whole_translation_may_overflow(raw: bytes) -> bool:
+    """The overflow pre-check on the whole buffer at once (what the chunked one must answer)."""
+    shapes = raw.translate(lazy_module._NUMBER_SHAPES, b"+")
+    return b"0e000" in shapes or lazy_module._LONG_RUN in shapes
+
+
+@pytest.mark.parametrize("shape", [b"1e400", b"1e+400", b"7" * 309, b"5" * 200 + b"+" * 50 + b"5" * 109, b"1e3",
+                                   b"9" * 308, b"+" * 10])
+@pytest.mark.parametrize("offset", [-400, -309, -5, -3, -1, 0, 1, 300])
+def test_the_chunked_overflow_check_answers_as_the_whole_translation(shape, offset):
+    """A shape straddling a chunk boundary (or two) is found as in the whole buffer translated at once, and only
+    then (the prefetch is checked a quarter MiB at a time: issue 15's memory target)."""
+    for boundary in (lazy_module._CHUNK, 2 * lazy_module._CHUNK):
+        start = boundary + offset
+        raw = b'{"a":"' + b"x" * (start - 6) + shape + b"x" * (lazy_module._CHUNK + 500) + b'"}'
+        assert lazy_module._may_overflow(raw) == _whole_translation_may_overflow(raw), (shape, offset, boundary)
+        assert lazy_module._may_overflow(memoryview(raw)) == _whole_translation_may_overflow(raw)
