@@ -250,6 +250,7 @@ class Relevance:
                            if vs in self.cutoffs and other in self.cutoffs}
         self._memo: dict[tuple[tuple[str, str], ...], frozenset[str]] = {}
         self._horizon_memo: dict[tuple[tuple[str, str], ...], frozenset[str]] = {}
+        self._named: dict[tuple[str, ...], bool] = {}
 
     def _sets(self, codings: tuple[tuple[str, str], ...]) -> frozenset[str]:
         """``tables.matching_sets``, remembered per codings (a long record repeats the same few dozen; codes
@@ -271,7 +272,9 @@ class Relevance:
         return found
 
     def __call__(self, raw: Mapping[str, Any]) -> bool:
-        known = getattr(raw, "codings", None)  # gather.lazy: an Observation's codings, known before decoding it
+        # gather.lazy: an Observation's codings, known before decoding it (a plain dict has none: not asked, as
+        # getattr's failed lookup costs a population screening's tens of thousands of resources ~0.5 us each)
+        known = None if type(raw) is dict else getattr(raw, "codings", None)
         if known is not None:
             # The same answer as below: observation_codings holds the resource's own code's codings.
             return not known or bool(self._sets(known))
@@ -299,7 +302,17 @@ class Relevance:
         # No table knows its codes, but the safety net must see it if its display or text names a concept an
         # exclusion reads (fhir_mappings/safety-net/): dropping it would turn that review item into "none".
         named = raw.get("medicationCodeableConcept") if code is None else code
-        return bool(rtype and tables.nets_naming(rtype, _texts(named)))
+        if not rtype:
+            return False
+        # Remembered per (type, texts) for this Relevance only (one hook call, one screening run): a long record
+        # repeats the same few displays thousands of times, and each answer costs a regular expression per net.
+        texts = (rtype, *_texts(named))
+        named_by_net = self._named.get(texts)
+        if named_by_net is None:
+            if len(self._named) >= 4096:
+                self._named.clear()
+            named_by_net = self._named[texts] = bool(tables.nets_naming(rtype, texts[1:]))
+        return named_by_net
 
     def beyond_horizon(self, resources: Sequence[Mapping[str, Any]],
                        parse: Callable[[Mapping[str, Any]], Any]) -> set[int]:
@@ -317,7 +330,8 @@ class Relevance:
         # so whatever depends on the sets alone is worked out once per group, not once per Observation.
         groups: dict[frozenset[str], list[tuple[Mapping[str, Any], tuple[datetime, datetime] | None]]] = {}
         for raw in resources:
-            known = getattr(raw, "codings", None)  # gather.lazy: an Observation, codes and dates known already
+            # gather.lazy: an Observation, codes and dates known already (never a plain dict: see __call__)
+            known = None if type(raw) is dict else getattr(raw, "codings", None)
             if known is not None:
                 sets, when = self._horizon_sets(known), raw.when
             elif raw.get("resourceType") == "Observation":
