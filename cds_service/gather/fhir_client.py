@@ -34,6 +34,7 @@ import orjson
 import requests
 
 from cds_service.errors import FhirError, FhirNotFound, FhirNotTrusted, FhirUnauthorized, FhirUnavailable
+from cds_service.gather.lazy import parse_bundle
 from cds_service.gather.transport import Aborted, CallTransport, Refused, TooLarge
 from cds_service.gather.urls import NormalUrl, normalise
 from cds_service.observability import observe_fhir
@@ -359,7 +360,9 @@ def _json_body(resp: requests.Response, transport: CallTransport, deadline: Dead
             raise FhirUnavailable("deadline passed") from exc
         raise _CutOff("the FHIR response was cut off") from exc
     try:
-        body = orjson.loads(blob)
+        # Its Observations left raw until a criterion could use them (gather.lazy, issue 15): the same value as
+        # orjson.loads and the same refusals; the pages of a long Observation query are most of a call's work.
+        body = parse_bundle(blob)
     except orjson.JSONDecodeError as exc:
         raise FhirUnavailable("the FHIR response is not JSON") from exc
     finally:

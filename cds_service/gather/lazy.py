@@ -37,7 +37,7 @@ from msgspec import UNSET, Raw, UnsetType
 from cds_service.gather.compiled import read_observation_bytes
 from cds_service.gather.record import observation_codings, raw_effective
 
-__all__ = ["LazyObservation", "parse_request", "HEAD", "CODE_PLACES"]
+__all__ = ["LazyObservation", "parse_request", "parse_bundle", "HEAD", "CODE_PLACES"]
 
 # The elements ``record.observation_codings`` reads codes from: decoded once per distinct bytes (``_codings``).
 CODE_PLACES = ("code", "valueCodeableConcept", "dataAbsentReason", "interpretation", "referenceRange", "method",
@@ -267,6 +267,25 @@ def _parse(body: bytes) -> Any:
         for obs in lazy:
             if _may_overflow(obs._raw):
                 _loads(memoryview(obs._raw))  # raises for a number orjson refuses: parse_json_body refuses it
+    return out
+
+
+def parse_bundle(blob: bytes) -> Any:
+    """A FHIR server's answer (a searchset Bundle) as ``orjson.loads`` gives it, but each entry's Observation a
+    ``LazyObservation`` (as in a hook's prefetch: the answers to the service's Observation queries are the long
+    ones). ``orjson.JSONDecodeError`` for anything ``orjson.loads`` refuses; an answer the lazy decoder does not
+    answer for (not an object, an entry of another shape...) is what ``orjson.loads`` gives."""
+    try:
+        if not blob.isascii():
+            blob.decode("utf-8")  # strict: bad UTF-8 goes to orjson, which refuses it
+        lazy: list[LazyObservation] = []
+        out = _prefetch_value(_decode_value(blob), lazy, {})
+    except (_NotLazy, msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
+        return _loads(blob)  # orjson answers: the same value, or the same refusal
+    if lazy and _may_overflow(blob):
+        for obs in lazy:
+            if _may_overflow(obs._raw):
+                _loads(memoryview(obs._raw))  # raises for a number orjson refuses, as orjson.loads(blob) would
     return out
 
 

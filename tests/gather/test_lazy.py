@@ -7,6 +7,7 @@ resource and mutation through it too: ``_lazy_agrees``.)"""
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 import sys
 from datetime import timedelta
@@ -28,6 +29,7 @@ from cds_service.hooks.json_body import parse_json_body
 from cds_service.pipeline import screen
 
 ROOT = Path(__file__).resolve().parents[2]
+SYNTHEA = Path(os.environ.get("TRIALSCREEN_SYNTHEA_DIR", ROOT.parent / "shared" / "synthea"))
 if str(ROOT / "bench") not in sys.path:
     sys.path.insert(0, str(ROOT / "bench"))
 from _common import aml_record, full_prefetch, hook_body, patient_id_of  # noqa: E402 - the benchmarks' records
@@ -213,3 +215,52 @@ def test_the_chunked_overflow_check_answers_as_the_whole_translation(shape, offs
         raw = b'{"a":"' + b"x" * (start - 6) + shape + b"x" * (lazy_module._CHUNK + 500) + b'"}'
         assert lazy_module._may_overflow(raw) == _whole_translation_may_overflow(raw), (shape, offset, boundary)
         assert lazy_module._may_overflow(memoryview(raw)) == _whole_translation_may_overflow(raw)
+
+
+# --- FHIR server answers (gather.fhir_client reads every page through parse_bundle) ----------------------------------
+
+def _searchset(*resources: bytes, extra: bytes = b"") -> bytes:
+    entries = b",".join(b'{"fullUrl":"https://fhir.example.org/fhir/Observation/x","resource":' + r
+                        + b',"search":{"mode":"match"}}' for r in resources)
+    return (b'{"resourceType":"Bundle","type":"searchset","link":[{"relation":"self","url":"https://x/Observation"}],'
+            b'"entry":[' + entries + b"]" + extra + b"}")
+
+
+TRICKY_PAGES = [_searchset(_OBS.replace(b"VALUE", value)) for value in (
+    b"40", b"1e400", b"-1E+400", b"1" * 400, b"1.5e0300", b"123456789012345678901234567890", b"NaN", b'"\\ud800"',
+    b'"\xed\xa0\x80"', b'"\xff"', "\"µ\"".encode(), b"01", b"[1,]", b"[" * 1100 + b"]" * 1100)] + [
+    _searchset(_OBS.replace(b"VALUE", b"40").replace(b'"id":"o1"', b'"id":"o1","id":"o2"')),
+    _searchset(_OBS.replace(b"VALUE", b"40"), b'[]', b'null', b'"text"'),
+    _searchset(_OBS.replace(b"VALUE", b"40"), extra=b',"entry":[]'),
+    _searchset(_OBS.replace(b"VALUE", b"40")).replace(b'"resourceType":"Bundle"', b'"resourceType":"Other"'),
+    b"[1, 2]", b"", b"null", b"{}", b'\xef\xbb\xbf{}', b'{"resourceType": "OperationOutcome", "issue": []}',
+]
+
+
+def _page_outcome(parse: Any, blob: bytes) -> Any:
+    try:
+        return ("value", plain_copy(parse(blob)))
+    except orjson.JSONDecodeError:  # fhir_client: "the FHIR response is not JSON", whatever orjson's words
+        return ("refused",)
+
+
+@pytest.mark.parametrize("blob", TRICKY_PAGES, ids=range(len(TRICKY_PAGES)))
+def test_a_fhir_answer_decodes_and_is_refused_as_orjson_decodes_and_refuses_it(blob):
+    assert _page_outcome(lazy_module.parse_bundle, blob) == _page_outcome(orjson.loads, blob)
+
+
+def test_the_pages_of_the_bench_records_and_of_synthea_decode_as_orjson_does():
+    """The long Observation answers (the bench record, 1,000 and 10,000; Synthea's records as searchsets) are
+    the same values, their Observations left raw."""
+    records = [aml_record(1_000), aml_record(10_000)]
+    if SYNTHEA.is_dir():
+        records += [[e["resource"] for e in orjson.loads(path.read_bytes())["entry"]]
+                    for path in sorted(SYNTHEA.glob("*.json"))]
+    raw_seen = 0
+    for resources in records:
+        blob = _searchset(*(orjson.dumps(r) for r in resources))
+        got = lazy_module.parse_bundle(blob)
+        raw_seen += sum(isinstance(e["resource"], LazyObservation) and e["resource"]._plain is None
+                        for e in got["entry"])
+        assert got == orjson.loads(blob)  # (compares each Observation whole: decodes it)
+    assert raw_seen >= 10_000, raw_seen
