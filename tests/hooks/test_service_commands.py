@@ -156,7 +156,12 @@ def test_serve_runs_gunicorn_and_answers(tmp_path):
         resp = wait_until_answering(f"http://127.0.0.1:{port}/cds-services", proc)
         assert resp.json()["services"][0]["hook"] == "patient-view"
         # The CLI process is gunicorn's master (SIGTERM to it stops the service): its children are the workers.
-        assert len(psutil.Process(proc.pid).children()) == 2
+        # The first worker answers while the master may still be forking the second (CI once saw 1): wait for it.
+        master = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 30
+        while len(master.children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(master.children()) == 2
         assert "gunicorn" in resp.headers.get("Server", "")
         missing = requests.get(f"http://127.0.0.1:{port}/report/{'Q' * 32}", timeout=5)
         assert missing.status_code == 404 and "no-store" in missing.headers["Cache-Control"]
