@@ -49,32 +49,6 @@ HEAD = ("resourceType", "id", "subject", "patient", "beneficiary", "effectiveDat
         "effectivePeriod")
 
 
-class _Head(msgspec.Struct, omit_defaults=True):
-    """``HEAD`` as msgspec decodes it, skipping the rest (``to_builtins`` leaves out the absent ones). A resource
-    where one of these has another JSON type (a subject with an identifier object...) is decoded whole instead."""
-
-    resourceType: str | UnsetType = UNSET  # noqa: N815 - FHIR's element names
-    id: str | UnsetType = UNSET
-    subject: dict[str, str] | UnsetType = UNSET
-    patient: dict[str, str] | UnsetType = UNSET
-    beneficiary: dict[str, str] | UnsetType = UNSET
-    effectiveDateTime: str | UnsetType = UNSET  # noqa: N815
-    effectiveInstant: str | UnsetType = UNSET  # noqa: N815
-    effectivePeriod: dict[str, str] | UnsetType = UNSET  # noqa: N815
-
-
-class _CodePlaces(msgspec.Struct):
-    """The raw bytes of ``CODE_PLACES`` (in that order)."""
-
-    code: Raw | UnsetType = UNSET
-    valueCodeableConcept: Raw | UnsetType = UNSET  # noqa: N815
-    dataAbsentReason: Raw | UnsetType = UNSET  # noqa: N815
-    interpretation: Raw | UnsetType = UNSET
-    referenceRange: Raw | UnsetType = UNSET  # noqa: N815
-    method: Raw | UnsetType = UNSET
-    component: Raw | UnsetType = UNSET
-
-
 class _Entry(msgspec.Struct, forbid_unknown_fields=True):
     """A Bundle entry of the usual shape; any other (more elements, a fullUrl not a string) is read key by key."""
 
@@ -84,8 +58,10 @@ class _Entry(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class _Headed(msgspec.Struct):
-    """``HEAD`` decoded and ``CODE_PLACES`` as raw bytes, in that order: a whole entry list read in one C call
-    (``_entries``); any element of another shape makes that list take the entry-by-entry path instead."""
+    """``HEAD`` decoded and ``CODE_PLACES`` as raw bytes, in that order, skipping the rest: a whole entry list
+    read in one C call (``_entries``), or one resource (``_resource``). An element of HEAD of another JSON type
+    (a subject with an identifier object...) makes that list take the entry-by-entry path, and that resource be
+    decoded whole."""
 
     resourceType: str | UnsetType = UNSET  # noqa: N815 - FHIR's element names
     id: str | UnsetType = UNSET
@@ -113,11 +89,8 @@ _UNREAD = object()
 assert tuple(_Headed.__struct_fields__) == HEAD + CODE_PLACES  # noqa: S101 - a definition-time invariant
 _decode_entries = msgspec.json.Decoder(list[_Entry]).decode
 _decode_headed = msgspec.json.Decoder(list[_HeadedEntry]).decode
-_decode_head = msgspec.json.Decoder(_Head).decode
-_decode_places = msgspec.json.Decoder(_CodePlaces).decode
+_decode_one_headed = msgspec.json.Decoder(_Headed).decode
 _decode_entry = msgspec.json.Decoder(_Entry).decode
-_to_builtins = msgspec.to_builtins
-_astuple = msgspec.structs.astuple
 _decode_object = msgspec.json.Decoder(dict[str, Raw]).decode
 _decode_array = msgspec.json.Decoder(list[Raw]).decode
 _decode_value = msgspec.json.Decoder(Raw).decode
@@ -272,11 +245,19 @@ def _parse(body: bytes) -> Any:
             out[key] = _loads(memoryview(value))
     # Only the prefetch holds resources left raw (everything else was decoded by orjson): the hook instance, a
     # UUID, would often look like an overflow ("5e953").
-    if lazy and prefetch is not None and _may_overflow(prefetch):
+    if prefetch is not None:
+        _refuse_overflows(prefetch, lazy)  # then parse_json_body refuses the body
+    return out
+
+
+def _refuse_overflows(raw: Any, lazy: list[LazyObservation]) -> None:
+    """orjson.JSONDecodeError when a resource left raw in ``raw`` holds a number orjson refuses (one beyond a
+    double), as decoding all of ``raw`` with orjson would: ``_may_overflow`` over all of it first, then exactly,
+    resource by resource, only if that found the shape of one."""
+    if lazy and _may_overflow(raw):
         for obs in lazy:
             if _may_overflow(obs._raw):
-                _loads(memoryview(obs._raw))  # raises for a number orjson refuses: parse_json_body refuses it
-    return out
+                _loads(memoryview(obs._raw))
 
 
 def parse_bundle(blob: bytes) -> Any:
@@ -291,10 +272,7 @@ def parse_bundle(blob: bytes) -> Any:
         out = _prefetch_value(_decode_value(blob), lazy, _Memo())
     except (_NotLazy, msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
         return _loads(blob)  # orjson answers: the same value, or the same refusal
-    if lazy and _may_overflow(blob):
-        for obs in lazy:
-            if _may_overflow(obs._raw):
-                _loads(memoryview(obs._raw))  # raises for a number orjson refuses, as orjson.loads(blob) would
+    _refuse_overflows(blob, lazy)
     return out
 
 
@@ -428,23 +406,9 @@ def _entry_by_key(raw: Raw, lazy: list[LazyObservation], memo: _Memo) -> Any:
 
 def _resource(raw: Raw, lazy: list[LazyObservation], memo: _Memo) -> Any:
     try:
-        head = _decode_head(raw)
+        head = _decode_one_headed(raw)
     except msgspec.ValidationError:
         return _loads(memoryview(raw))  # an element of HEAD of another shape: decoded whole, as before
     if head.resourceType != "Observation":
         return _loads(memoryview(raw))  # not an Observation: decoded whole, as before
-    obs = LazyObservation()
-    obs._raw = raw
-    obs._plain = None
-    plain_head = _to_builtins(head)
-    dict.update(obs, plain_head)
-    obs.when = raw_effective(plain_head)
-    places = _astuple(_decode_places(raw))
-    key = b"\x00".join(b"" if v is UNSET else bytes(v) for v in places)  # a JSON value never holds a NUL byte
-    found = memo.codings.get(key)
-    if found is None:
-        found = memo.codings[key] = observation_codings(
-            {name: _loads(memoryview(v)) for name, v in zip(CODE_PLACES, places, strict=True) if v is not UNSET})
-    obs.codings = found
-    lazy.append(obs)
-    return obs
+    return _lazy_observation(raw, head, lazy, memo)
