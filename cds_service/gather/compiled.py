@@ -64,10 +64,9 @@ _PRIMITIVES: dict[Callable[[Any], Any], Any] = {
     checked._decimal: Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)] | float,
 }
 # Dates keep the checked reader's own readers (run in __post_init__): the same value, or a refusal.
-_DATES: dict[Callable[[Any], Any], Callable[[Any], Any]] = {
-    checked._date_time: checked._date_time, checked._date: checked._date, checked._instant: checked._instant}
+_DATES = (checked._date_time, checked._date, checked._instant)
 
-_structs: dict[str, type] = {}
+_structs: dict[int, type] = {}
 
 
 _Checks = tuple[tuple[str, Callable[[Any], Any], bool], ...]
@@ -109,7 +108,7 @@ def _repr(self: Any) -> str:
 
 def struct_of(spec: checked._Type) -> type:
     """The msgspec struct of one checked type (made once; its element types' structs first)."""
-    key = spec.model_path if spec.name != "Quantity" else f"{spec.model_path}:{','.join(spec.elements)}"
+    key = id(spec)  # each checked type is one module-level constant (Quantity and SimpleQuantity share a model)
     found = _structs.get(key)
     if found is not None:
         return found
@@ -121,7 +120,7 @@ def struct_of(spec: checked._Type) -> type:
             kind: Any = struct_of(read)
         elif read in _DATES:
             kind = str  # read and converted by __post_init__
-            dates.append((name, _DATES[read], repeats))
+            dates.append((name, read, repeats))
         elif hasattr(read, "allowed"):
             kind = Literal[read.allowed]  # type: ignore[valid-type]
         elif read in _TERMS:
